@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <msgpack.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -47,6 +49,177 @@ enum sandpool_errcode {
 /* Wire string of a code, and back (unknown strings map to INTERNAL). */
 const char *sandpool_errcode_name(enum sandpool_errcode code);
 enum sandpool_errcode sandpool_errcode_from_name(const char *name, size_t len);
+
+/*
+ * Every call that can fail takes a struct sandpool_error (NULL allowed),
+ * written only on failure, and returns 0 or a negative errno:
+ *   -EREMOTEIO   the daemon answered the request with an error; code and
+ *                message are the daemon's.
+ *   -ECONNRESET  the connection is gone. When the daemon said why before
+ *                hanging up (an error with msgid 0: shutting_down,
+ *                limit_exceeded), code and message are that; otherwise code
+ *                is SANDPOOL_E_CONNECTION.
+ *   other        a local failure: SANDPOOL_E_CONNECTION for the socket
+ *                (-ETIMEDOUT for the call timeout, -EPROTO for a malformed
+ *                message, -EMSGSIZE for an oversized one, -errno of a failed
+ *                syscall), SANDPOOL_E_BAD_REQUEST for bad arguments,
+ *                SANDPOOL_E_INTERNAL for a result that breaks the protocol
+ *                (-EPROTO) or no memory (-ENOMEM).
+ * After any SANDPOOL_E_CONNECTION failure but -ETIMEDOUT, and after
+ * -ECONNRESET, the connection only repeats that error: close it.
+ */
+struct sandpool_error {
+	enum sandpool_errcode code;
+	char message[256];
+};
+
+/* --- connection ----------------------------------------------------------- */
+
+struct sandpool;
+
+/* Connects to socket_path; NULL means $SANDPOOL_SOCKET, else
+ * /run/sandpool/sandpool.sock for root, else
+ * $XDG_RUNTIME_DIR/sandpool/sandpool.sock, else /tmp/sandpool-UID/sandpool.sock.
+ * Returns NULL with err filled on failure. */
+struct sandpool *sandpool_connect(const char *socket_path, struct sandpool_error *err)
+	__attribute__((warn_unused_result));
+/* Adopts an already connected SOCK_STREAM socket (made non-blocking; closed
+ * by sandpool_close()). */
+struct sandpool *sandpool_connect_fd(int fd, struct sandpool_error *err)
+	__attribute__((warn_unused_result));
+/* Closes the socket and frees every outstanding request and stashed reply. */
+void sandpool_close(struct sandpool *sp);
+
+/* Bounds each call (sending a request, or waiting for its response) to
+ * timeout_ms; 0, the default, waits as long as the daemon takes. A response
+ * that comes after its wait timed out is discarded; the connection stays
+ * usable. */
+void sandpool_set_timeout_ms(struct sandpool *sp, int timeout_ms);
+/* Largest message accepted from the daemon (default 64 MiB, well above any
+ * exec result the daemon's max_output allows). A bigger one breaks the
+ * connection with -EMSGSIZE. */
+void sandpool_set_max_frame(struct sandpool *sp, size_t bytes);
+
+/* --- generic calls -------------------------------------------------------- */
+
+/* A response's result and the zone that owns it. */
+struct sandpool_reply {
+	const msgpack_object *result; /* never NULL; nil when the method returns nothing */
+	msgpack_zone *zone;	      /* private */
+};
+void sandpool_reply_free(struct sandpool_reply *reply);
+
+/* A notification that arrived while waiting; params is its map or NULL. It
+ * and method are valid only during the callback, which must not call into
+ * the same connection. */
+typedef void (*sandpool_notify_fn)(void *arg, const char *method, const msgpack_object *params);
+
+/* Sends a request without waiting; params is exactly one packed msgpack map
+ * (NULL/0 sends an empty one). Several requests may be in flight at once. */
+int sandpool_send(struct sandpool *sp, const char *method, const void *params, size_t len,
+		  uint32_t *msgid, struct sandpool_error *err) __attribute__((warn_unused_result));
+/* Waits for the response to msgid. Responses to other outstanding requests
+ * are kept for their own sandpool_wait(); every notification that arrives
+ * meanwhile, for whatever request, goes to on_notify (may be NULL). On a
+ * timeout the request is abandoned. *out is set only on success. */
+int sandpool_wait(struct sandpool *sp, uint32_t msgid, sandpool_notify_fn on_notify, void *arg,
+		  struct sandpool_reply **out, struct sandpool_error *err)
+	__attribute__((warn_unused_result));
+/* sandpool_send() then sandpool_wait(). */
+int sandpool_call(struct sandpool *sp, const char *method, const void *params, size_t len,
+		  sandpool_notify_fn on_notify, void *arg, struct sandpool_reply **out,
+		  struct sandpool_error *err) __attribute__((warn_unused_result));
+
+/* --- typed calls ---------------------------------------------------------- *
+ * Result structs must start zeroed or freed; on failure they are left zeroed.
+ * Their *_free() accepts a zeroed struct and zeroes it again. Each keeps the
+ * whole result in .reply, for fields it does not map. Notifications that do
+ * not belong to a typed call are dropped: pipeline with sandpool_send(). */
+
+struct sandpool_hello {
+	uint64_t protocol;
+	char *server;
+	uint64_t max_frame;
+	uint64_t max_inflight;
+	uint64_t max_connections;
+	uint64_t max_leases_per_conn;
+	uint64_t max_timeout_ms;
+	struct sandpool_reply *reply;
+};
+/* client names the caller in the daemon's logs; may be NULL. */
+int sandpool_hello(struct sandpool *sp, const char *client, struct sandpool_hello *out,
+		   struct sandpool_error *err) __attribute__((warn_unused_result));
+void sandpool_hello_free(struct sandpool_hello *hello);
+
+struct sandpool_lease_opts {
+	const char *template_name;
+	uint32_t wait_ms;  /* how long to queue at max_total; 0 fails at once */
+	bool detached;	   /* outlive this connection (until release or lease_ttl) */
+};
+
+struct sandpool_lease {
+	char *lease_id;
+	char *sandbox_id;
+	char *template_name;
+	bool warm;	    /* handed a sandbox that was already running */
+	uint64_t waited_us;
+	struct sandpool_reply *reply;
+};
+int sandpool_lease(struct sandpool *sp, const struct sandpool_lease_opts *opts,
+		   struct sandpool_lease *out, struct sandpool_error *err)
+	__attribute__((warn_unused_result));
+void sandpool_lease_free(struct sandpool_lease *lease);
+int sandpool_release(struct sandpool *sp, const char *lease_id, struct sandpool_error *err)
+	__attribute__((warn_unused_result));
+
+enum sandpool_stream {
+	SANDPOOL_STDOUT = 1,
+	SANDPOOL_STDERR = 2,
+};
+
+/* Output as it happens; stream is an enum sandpool_stream. */
+typedef void (*sandpool_output_fn)(void *arg, int stream, const void *data, size_t len);
+
+struct sandpool_exec_opts {
+	const char *const *argv; /* NULL-terminated, non-empty; argv[0] looked up in PATH */
+	const char *cmd;	 /* or a /bin/sh -c command line: exactly one of the two */
+	const char *const *env;	 /* NULL-terminated "KEY=VALUE" strings added to the base env */
+	const char *cwd;	 /* NULL: /workspace */
+	const void *stdin_data;	 /* NULL: stdin is /dev/null */
+	size_t stdin_len;
+	uint32_t timeout_ms;	 /* 0: the template's timeout */
+	/* Non-NULL streams the output here instead of into the result. */
+	sandpool_output_fn on_output;
+	void *output_arg;
+};
+
+struct sandpool_exec_result {
+	uint64_t exec_id;
+	bool has_exit_code; /* false when the process was killed */
+	int exit_code;
+	int signal;	    /* the signal that killed it, else 0 */
+	/* NUL-terminated for convenience; empty when the output was streamed. */
+	char *stdout_buf;
+	size_t stdout_len;
+	char *stderr_buf;
+	size_t stderr_len;
+	bool truncated;
+	char *limit; /* NULL, "timeout" or "output_limit" */
+	uint64_t duration_us;
+	/* sandpool_run() only */
+	char *sandbox_id;
+	bool warm;
+	uint64_t waited_us;
+	struct sandpool_reply *reply;
+};
+int sandpool_exec(struct sandpool *sp, const char *lease_id, const struct sandpool_exec_opts *opts,
+		  struct sandpool_exec_result *out, struct sandpool_error *err)
+	__attribute__((warn_unused_result));
+/* Lease, exec and release in one round trip. */
+int sandpool_run(struct sandpool *sp, const char *template_name, uint32_t wait_ms,
+		 const struct sandpool_exec_opts *opts, struct sandpool_exec_result *out,
+		 struct sandpool_error *err) __attribute__((warn_unused_result));
+void sandpool_exec_result_free(struct sandpool_exec_result *result);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,116 @@
+/*
+ * sandpoold configuration: one key table drives parsing, defaults,
+ * validation and the config dump. The file is INI-style:
+ *
+ *   [daemon]
+ *   socket = /run/sandpool/sandpool.sock
+ *   [template python]
+ *   language = python
+ *   min_warm = 2
+ *
+ * Owns struct config and everything hanging off it (template configs,
+ * strings); config_free() releases it all.
+ */
+#ifndef SANDPOOL_DAEMON_CONFIG_H
+#define SANDPOOL_DAEMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define CONFIG_MAX_TEMPLATES 64
+#define CONFIG_MAX_BINDS 32
+#define CONFIG_MAX_ENV 64
+
+enum backend_kind {
+	BACKEND_LOCAL,
+	BACKEND_E2B,
+};
+
+enum sandbox_network {
+	NETWORK_NONE, /* a fresh network namespace holding only lo */
+	NETWORK_HOST, /* the host's network namespace */
+};
+
+struct bind_mount {
+	char *source; /* host path */
+	char *dest;   /* path inside the sandbox */
+	bool writable;
+};
+
+struct template_config {
+	char *name;
+	enum backend_kind backend;
+	char *language;		/* "python", "javascript", "bash", "shell", ... informational + code.run default */
+	unsigned min_warm;	/* sandboxes kept warm */
+	unsigned max_total;	/* warm + creating + leased */
+	uint64_t timeout_ms;	/* default exec timeout */
+	uint64_t lease_ttl_ms;	/* longest a lease lives without release */
+	uint64_t max_output;	/* bytes of stdout+stderr kept per exec */
+	uint64_t workspace_size; /* bytes of the /workspace tmpfs */
+	enum sandbox_network network;
+	char *rootfs;		/* "host" or a directory */
+	struct bind_mount binds[CONFIG_MAX_BINDS];
+	unsigned n_binds;
+	char *env[CONFIG_MAX_ENV]; /* "KEY=VALUE" added to every exec */
+	unsigned n_env;
+};
+
+struct config {
+	char *path;		/* file read, or NULL for the embedded default */
+	char *socket_path;
+	mode_t socket_mode;
+	char *socket_group;	/* NULL: leave the group alone */
+	char *state_dir;
+	int log_level;		/* LOG_ERR .. LOG_DEBUG */
+	unsigned max_connections;
+	unsigned max_inflight;	/* requests per connection */
+	unsigned max_leases_per_conn;
+	uint64_t max_frame;	/* bytes per message */
+	uint64_t max_timeout_ms; /* ceiling for timeout_ms and wait_ms */
+	unsigned max_sandboxes;	/* across all templates */
+	unsigned create_concurrency; /* sandbox creations in flight, all templates */
+	char *agent_path;	/* sandpool-agent binary */
+	uid_t sandbox_uid;	/* uid/gid user code runs as inside sandboxes */
+	gid_t sandbox_gid;
+
+	struct template_config *templates[CONFIG_MAX_TEMPLATES];
+	unsigned n_templates;
+};
+
+/*
+ * Overrides taken from the command line; applied after the file so that
+ * --socket beats the file's socket key. NULL fields are left alone.
+ */
+struct config_overrides {
+	const char *socket_path;
+	const char *state_dir;
+	int log_level; /* -1: not given */
+};
+
+/*
+ * Loads path, or the embedded default when path is NULL. On error returns
+ * NULL and writes "FILE:LINE: key 'K': what is wrong" into err.
+ */
+struct config *config_load(const char *path, const struct config_overrides *ov, char *err,
+			   size_t errlen);
+/* Same, from a string (tests, and the embedded default); name labels errors. */
+struct config *config_parse_string(const char *text, const char *name,
+				   const struct config_overrides *ov, char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+const struct template_config *config_template(const struct config *cfg, const char *name);
+
+/* Writes the effective configuration, every key, in file syntax. */
+void config_dump(const struct config *cfg, FILE *out);
+
+/* The embedded default configuration, as text. */
+extern const char config_embedded_default[];
+
+/* Unit parsers, exposed for tests: "512M" -> bytes, "30s" -> ms. */
+int config_parse_size(const char *s, uint64_t *out);
+int config_parse_duration_ms(const char *s, uint64_t *out);
+
+#endif

@@ -1,0 +1,352 @@
+/*
+ * sandpoold: start-up, the event loop, signals and shutdown. Everything
+ * else lives in its module; main only wires them together in order.
+ */
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/config.h"
+#include "daemon/log.h"
+#include "daemon/rpc.h"
+#include "ipc/server.h"
+#include "pool/lease.h"
+#include "pool/pool.h"
+#include "sandbox/local.h"
+#include "sandbox/spawner.h"
+
+/* Sandboxes get this long to die at shutdown before we stop waiting. */
+#define SHUTDOWN_GRACE_SEC 10
+/* Output a slow client may leave unread before it is dropped. */
+#define MAX_OUTPUT_BUFFER (64u << 20)
+
+struct daemon {
+	struct config *cfg;
+	struct event_base *base;
+	struct spawner *spawner;
+	struct ipc_server *srv;
+	struct event *sig_term, *sig_int, *sig_hup;
+	struct event *deadline;
+	int lock_fd;
+	int ready_fd; /* the waiting parent when daemonized, else -1 */
+	bool stopping;
+};
+
+static struct daemon d = { .lock_fd = -1, .ready_fd = -1 };
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: sandpoold [OPTIONS]\n"
+		"Keeps warm sandboxes and leases them over a Unix socket.\n\n"
+		"  -c, --config FILE     configuration file (default: the embedded default)\n"
+		"  -s, --socket PATH     listen on PATH (overrides the config's socket)\n"
+		"  -d, --state-dir DIR   state directory (overrides the config's state_dir)\n"
+		"  -f, --foreground      do not detach\n"
+		"  -v, --verbose         log at debug level\n"
+		"      --check-config    validate the configuration, print it, and exit\n"
+		"      --version         print the version and exit\n"
+		"  -h, --help            this help\n");
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char buf[4096];
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* One daemon per state dir: a second one would fight over sandboxes. */
+static int take_lock(const char *state_dir)
+{
+	char path[4096], pid[32];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/sandpoold.pid", state_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		log_error("open %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		log_error("%s is locked: another sandpoold uses state dir %s", path, state_dir);
+		close(fd);
+		return -EBUSY;
+	}
+	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || write(fd, pid, strlen(pid)) < 0)
+		log_warn("write %s: %s", path, strerror(errno));
+	return fd;
+}
+
+static void on_empty(void)
+{
+	log_info("all sandboxes destroyed");
+	event_base_loopexit(d.base, NULL);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	log_error("%u sandboxes still dying after %d s; exiting anyway", pool_system_live_sandboxes(),
+		  SHUTDOWN_GRACE_SEC);
+	event_base_loopexit(d.base, NULL);
+}
+
+static void begin_shutdown(const char *why)
+{
+	struct timeval tv = { SHUTDOWN_GRACE_SEC, 0 };
+
+	if (d.stopping)
+		return;
+	d.stopping = true;
+	log_info("%s: shutting down", why);
+	ipc_server_stop_accepting(d.srv);
+	d.deadline = evtimer_new(d.base, on_deadline, NULL);
+	if (d.deadline)
+		evtimer_add(d.deadline, &tv);
+	pool_system_shutdown(on_empty);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	if (sig == SIGHUP) {
+		log_warn("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+		return;
+	}
+	begin_shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* Forks; the parent waits until the child is serving, then exits with
+ * its verdict, so "sandpoold && sandpool run ..." works. */
+static void daemonize(void)
+{
+	int p[2];
+	pid_t pid;
+	char ok = 0;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		die("pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (pid > 0) {
+		close(p[1]);
+		_exit(read(p[0], &ok, 1) == 1 && ok == 1 ? 0 : 1);
+	}
+	close(p[0]);
+	setsid();
+	d.ready_fd = p[1];
+}
+
+static void signal_ready(void)
+{
+	char ok = 1;
+	int devnull;
+
+	if (d.ready_fd < 0)
+		return;
+	(void)!write(d.ready_fd, &ok, 1);
+	close(d.ready_fd);
+	d.ready_fd = -1;
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull >= 0) {
+		dup2(devnull, STDIN_FILENO);
+		dup2(devnull, STDOUT_FILENO);
+		close(devnull);
+	}
+}
+
+static gid_t socket_gid(const struct config *cfg)
+{
+	struct group *g;
+
+	if (!cfg->socket_group)
+		return (gid_t)-1;
+	g = getgrnam(cfg->socket_group);
+	if (!g)
+		die("socket_group '%s': no such group", cfg->socket_group);
+	return g->gr_gid;
+}
+
+static int setup_runtime(void)
+{
+	struct ipc_server_limits lim = {
+		.max_connections = d.cfg->max_connections,
+		.max_inflight = d.cfg->max_inflight,
+		.max_frame = d.cfg->max_frame,
+		.max_output_buffer = MAX_OUTPUT_BUFFER,
+	};
+	char err[512], sockdir[4096];
+	int rc;
+
+	d.base = event_base_new();
+	if (!d.base)
+		return -ENOMEM;
+	if ((rc = spawner_attach(d.spawner, d.base)) < 0 || (rc = lease_table_init(d.base)) < 0)
+		return rc;
+	local_backend_init(d.base, d.spawner, d.cfg);
+	rpc_init(d.cfg);
+	rc = pool_system_init(d.base, d.cfg, rpc_sandbox_lost);
+	if (rc < 0)
+		return rc;
+	snprintf(sockdir, sizeof(sockdir), "%s", d.cfg->socket_path);
+	if ((rc = mkdir_p(dirname(sockdir), 0755)) < 0) {
+		log_error("create socket directory for %s: %s", d.cfg->socket_path, strerror(-rc));
+		return rc;
+	}
+	d.srv = ipc_server_new(d.base, d.cfg->socket_path, -1, d.cfg->socket_mode, socket_gid(d.cfg), &lim,
+			       &rpc_handlers, err, sizeof(err));
+	if (!d.srv) {
+		log_error("%s", err);
+		return -EADDRINUSE;
+	}
+	rpc_set_server(d.srv);
+	d.sig_term = evsignal_new(d.base, SIGTERM, on_signal, NULL);
+	d.sig_int = evsignal_new(d.base, SIGINT, on_signal, NULL);
+	d.sig_hup = evsignal_new(d.base, SIGHUP, on_signal, NULL);
+	if (!d.sig_term || !d.sig_int || !d.sig_hup)
+		return -ENOMEM;
+	event_add(d.sig_term, NULL);
+	event_add(d.sig_int, NULL);
+	event_add(d.sig_hup, NULL);
+	return 0;
+}
+
+static void teardown(void)
+{
+	if (d.srv)
+		ipc_server_free(d.srv);
+	pool_system_free();
+	lease_table_free();
+	spawner_stop(d.spawner);
+	if (d.sig_term)
+		event_free(d.sig_term);
+	if (d.sig_int)
+		event_free(d.sig_int);
+	if (d.sig_hup)
+		event_free(d.sig_hup);
+	if (d.deadline)
+		event_free(d.deadline);
+	if (d.base)
+		event_base_free(d.base);
+	if (d.lock_fd >= 0)
+		close(d.lock_fd);
+	config_free(d.cfg);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "state-dir", required_argument, NULL, 'd' },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "check-config", no_argument, NULL, 'C' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct config_overrides ov = { .log_level = -1 };
+	const char *config_path = NULL;
+	bool foreground = false, check_only = false;
+	char err[1024];
+	int c, rc;
+
+	log_init("sandpoold");
+	while ((c = getopt_long(argc, argv, "c:s:d:fvh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 's':
+			ov.socket_path = optarg;
+			break;
+		case 'd':
+			ov.state_dir = optarg;
+			break;
+		case 'f':
+			foreground = true;
+			break;
+		case 'v':
+			ov.log_level = LOG_DEBUG;
+			break;
+		case 'C':
+			check_only = true;
+			break;
+		case 'V':
+			printf("sandpoold %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "sandpoold: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	d.cfg = config_load(config_path, &ov, err, sizeof(err));
+	if (!d.cfg) {
+		log_error("%s", err);
+		return 1;
+	}
+	log_set_level(d.cfg->log_level);
+	if (check_only) {
+		config_dump(d.cfg, stdout);
+		config_free(d.cfg);
+		return 0;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (!foreground)
+		daemonize();
+	if ((rc = mkdir_p(d.cfg->state_dir, 0700)) < 0)
+		die("create state dir %s: %s", d.cfg->state_dir, strerror(-rc));
+	d.lock_fd = take_lock(d.cfg->state_dir);
+	if (d.lock_fd < 0)
+		return 1;
+	/* Before the event base and any thread: the spawner is a plain fork. */
+	rc = spawner_start(&d.spawner, d.cfg->agent_path);
+	if (rc < 0)
+		die("cannot start the sandbox spawner: %s", strerror(-rc));
+	rc = setup_runtime();
+	if (rc < 0) {
+		log_error("start-up failed: %s", strerror(-rc));
+		teardown();
+		return 1;
+	}
+	log_info("sandpoold %s listening on %s (%u templates, state in %s)", PACKAGE_VERSION,
+		 d.cfg->socket_path, d.cfg->n_templates, d.cfg->state_dir);
+	signal_ready();
+	event_base_dispatch(d.base);
+	teardown();
+	log_info("stopped");
+	return 0;
+}

@@ -1,0 +1,833 @@
+#include "autoconfig.h"
+
+#include "daemon/rpc.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/clock.h"
+#include "daemon/log.h"
+#include "pool/lease.h"
+#include "pool/pool.h"
+#include "sandbox/sandbox.h"
+
+#define MAX_ARGS 4096
+#define MAX_ENV 512
+#define MAX_EXECS_PER_SANDBOX 16
+
+/* The environment every exec starts from; template and request env add
+ * to it or override it by key. */
+static const char *const base_env[] = {
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/workspace",
+	"LANG=C.UTF-8",
+	"USER=sandbox",
+	"TMPDIR=/tmp",
+};
+
+struct rpc_client {
+	struct ipc_conn *conn;
+	struct lease_list leases; /* attached (not detached) leases */
+	TAILQ_HEAD(, rpc_wait) waits;
+	TAILQ_HEAD(, rpc_exec) execs;
+	unsigned n_leases;
+};
+
+/* An owned copy of an exec's parameters (a run may wait for its lease). */
+struct exec_spec {
+	char **argv;
+	char **env;
+	char *cwd;
+	char *stdin_data;
+	size_t stdin_len;
+	uint64_t timeout_ms;
+	bool stream;
+};
+
+/* A sandbox.lease or run waiting for a sandbox. */
+struct rpc_wait {
+	struct pool_waiter w;
+	struct rpc_client *cl;
+	uint32_t msgid;
+	bool detached;
+	uint64_t requested_us;
+	struct exec_spec *run; /* NULL for sandbox.lease */
+	TAILQ_ENTRY(rpc_wait) link;
+};
+
+struct rpc_exec {
+	struct sandbox_exec ex;
+	struct rpc_client *cl; /* NULL once the client has gone */
+	uint32_t msgid;
+	bool stream;
+	struct evbuffer *out[2]; /* stdout, stderr when not streaming */
+	struct sandbox *run_sb;	 /* for run: whose lease ends with the exec */
+	bool warm;
+	uint64_t waited_us;
+	char sandbox_id[24];
+	TAILQ_ENTRY(rpc_exec) link;
+};
+
+static const struct config *rpc_cfg;
+static struct ipc_server *rpc_srv;
+static uint64_t next_exec_id = 1;
+
+void rpc_init(const struct config *cfg)
+{
+	rpc_cfg = cfg;
+}
+
+void rpc_set_server(struct ipc_server *srv)
+{
+	rpc_srv = srv;
+}
+
+/* ---- exec specs -------------------------------------------------------- */
+
+static void strv_free(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+static void exec_spec_free(struct exec_spec *s)
+{
+	if (!s)
+		return;
+	strv_free(s->argv);
+	strv_free(s->env);
+	free(s->cwd);
+	free(s->stdin_data);
+	free(s);
+}
+
+static size_t key_len(const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+
+	return eq ? (size_t)(eq - kv) : strlen(kv);
+}
+
+/* Sets "K=V" in env (n entries, room for MAX_ENV), replacing K if present. */
+static int env_set(char **env, unsigned *n, char *kv)
+{
+	size_t kl = key_len(kv);
+
+	for (unsigned i = 0; i < *n; i++) {
+		if (key_len(env[i]) == kl && memcmp(env[i], kv, kl) == 0) {
+			free(env[i]);
+			env[i] = kv;
+			return 0;
+		}
+	}
+	if (*n >= MAX_ENV) {
+		free(kv);
+		return -E2BIG;
+	}
+	env[(*n)++] = kv;
+	return 0;
+}
+
+static int build_env(const msgpack_object *params, const struct template_config *t, char ***out,
+		     char *msg, size_t msglen)
+{
+	const msgpack_object *m = NULL;
+	char **env = calloc(MAX_ENV + 1, sizeof(*env));
+	unsigned n = 0;
+	int rc;
+
+	if (!env)
+		return -SANDPOOL_E_INTERNAL;
+	*out = env;
+	for (size_t i = 0; i < ARRAY_SIZE(base_env); i++)
+		if (env_set(env, &n, strdup(base_env[i])) < 0)
+			return -SANDPOOL_E_INTERNAL;
+	for (unsigned i = 0; i < t->n_env; i++)
+		if (env_set(env, &n, strdup(t->env[i])) < 0)
+			return -SANDPOOL_E_INTERNAL;
+	rc = ipc_get_map(params, "env", &m);
+	if (rc == -EINVAL) {
+		snprintf(msg, msglen, "env must be a map of strings");
+		return -SANDPOOL_E_BAD_REQUEST;
+	}
+	for (uint32_t i = 0; m && i < m->via.map.size; i++) {
+		const msgpack_object *k = &m->via.map.ptr[i].key, *v = &m->via.map.ptr[i].val;
+		char *ks, *vs, *kv;
+
+		if (k->type != MSGPACK_OBJECT_STR || v->type != MSGPACK_OBJECT_STR || k->via.str.size == 0 ||
+		    memchr(k->via.str.ptr, '=', k->via.str.size) || memchr(k->via.str.ptr, 0, k->via.str.size) ||
+		    memchr(v->via.str.ptr, 0, v->via.str.size)) {
+			snprintf(msg, msglen, "env entries must be non-empty string keys without '=' or NUL, and string values");
+			return -SANDPOOL_E_BAD_REQUEST;
+		}
+		ks = ipc_obj_strdup(k);
+		vs = ipc_obj_strdup(v);
+		kv = NULL;
+		if (ks && vs && asprintf(&kv, "%s=%s", ks, vs) < 0)
+			kv = NULL;
+		free(ks);
+		free(vs);
+		if (!kv || env_set(env, &n, kv) < 0) {
+			snprintf(msg, msglen, "more than %d environment variables", MAX_ENV);
+			return -SANDPOOL_E_LIMIT_EXCEEDED;
+		}
+	}
+	return 0;
+}
+
+static int build_argv(const msgpack_object *params, char ***out, char *msg, size_t msglen)
+{
+	const msgpack_object_array *a = NULL;
+	const char *cmd;
+	uint32_t len;
+	char **argv;
+
+	if (ipc_get_str(params, "cmd", &cmd, &len) == 0) {
+		argv = calloc(4, sizeof(*argv));
+		if (!argv)
+			return -SANDPOOL_E_INTERNAL;
+		*out = argv;
+		argv[0] = strdup("/bin/sh");
+		argv[1] = strdup("-c");
+		argv[2] = memchr(cmd, 0, len) ? NULL : strndup(cmd, len);
+		if (!argv[2]) {
+			snprintf(msg, msglen, "cmd must not contain NUL");
+			return -SANDPOOL_E_BAD_REQUEST;
+		}
+		return 0;
+	}
+	if (ipc_get_array(params, "argv", &a) < 0 || a->size == 0) {
+		snprintf(msg, msglen, "argv (a non-empty array of strings) or cmd (a string) is required");
+		return -SANDPOOL_E_BAD_REQUEST;
+	}
+	if (a->size > MAX_ARGS) {
+		snprintf(msg, msglen, "more than %d arguments", MAX_ARGS);
+		return -SANDPOOL_E_LIMIT_EXCEEDED;
+	}
+	argv = calloc(a->size + 1, sizeof(*argv));
+	if (!argv)
+		return -SANDPOOL_E_INTERNAL;
+	*out = argv;
+	for (uint32_t i = 0; i < a->size; i++) {
+		argv[i] = ipc_obj_strdup(&a->ptr[i]);
+		if (!argv[i]) {
+			snprintf(msg, msglen, "argv[%u] must be a string without NUL", i);
+			return -SANDPOOL_E_BAD_REQUEST;
+		}
+	}
+	return 0;
+}
+
+static int get_ms(const msgpack_object *params, const char *key, uint64_t dflt, uint64_t *out,
+		  char *msg, size_t msglen)
+{
+	int rc = ipc_get_uint(params, key, out);
+
+	if (rc == -ENOENT) {
+		*out = dflt;
+		return 0;
+	}
+	if (rc < 0 || *out > rpc_cfg->max_timeout_ms) {
+		snprintf(msg, msglen, "%s must be an integer from 0 to %" PRIu64, key, rpc_cfg->max_timeout_ms);
+		return -SANDPOOL_E_BAD_REQUEST;
+	}
+	return 0;
+}
+
+static int parse_exec_spec(const msgpack_object *params, const struct template_config *t,
+			   struct exec_spec **out, char *msg, size_t msglen)
+{
+	struct exec_spec *s = calloc(1, sizeof(*s));
+	const char *p;
+	uint32_t len;
+	int rc;
+
+	if (!s)
+		return -SANDPOOL_E_INTERNAL;
+	rc = build_argv(params, &s->argv, msg, msglen);
+	if (rc == 0)
+		rc = build_env(params, t, &s->env, msg, msglen);
+	if (rc == 0)
+		rc = get_ms(params, "timeout_ms", t->timeout_ms, &s->timeout_ms, msg, msglen);
+	if (rc == 0 && s->timeout_ms == 0) {
+		snprintf(msg, msglen, "timeout_ms must be positive");
+		rc = -SANDPOOL_E_BAD_REQUEST;
+	}
+	if (rc == 0) {
+		int r = ipc_get_str(params, "cwd", &p, &len);
+
+		if (r == -EINVAL || (r == 0 && (len == 0 || p[0] != '/' || memchr(p, 0, len)))) {
+			snprintf(msg, msglen, "cwd must be an absolute path");
+			rc = -SANDPOOL_E_BAD_REQUEST;
+		} else {
+			s->cwd = r == 0 ? strndup(p, len) : strdup("/workspace");
+		}
+	}
+	if (rc == 0) {
+		int r = ipc_get_bytes(params, "stdin", &p, &len);
+
+		if (r == -EINVAL) {
+			snprintf(msg, msglen, "stdin must be bin or str");
+			rc = -SANDPOOL_E_BAD_REQUEST;
+		} else if (r == 0) {
+			s->stdin_data = malloc(len ? len : 1);
+			if (s->stdin_data)
+				memcpy(s->stdin_data, p, len);
+			s->stdin_len = len;
+		}
+	}
+	if (rc == 0 && ipc_get_bool(params, "stream", &s->stream) == -EINVAL) {
+		snprintf(msg, msglen, "stream must be a boolean");
+		rc = -SANDPOOL_E_BAD_REQUEST;
+	}
+	if (rc == 0 && (!s->cwd || (s->stdin_len && !s->stdin_data)))
+		rc = -SANDPOOL_E_INTERNAL;
+	if (rc < 0) {
+		if (rc == -SANDPOOL_E_INTERNAL)
+			snprintf(msg, msglen, "out of memory");
+		exec_spec_free(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+/* ---- leases ------------------------------------------------------------ */
+
+static void end_lease(struct lease *l, const char *why)
+{
+	struct sandbox *sb = l->sb;
+	struct rpc_client *cl = l->owner;
+
+	if (cl) {
+		TAILQ_REMOVE(&cl->leases, l, owner_link);
+		cl->n_leases--;
+	}
+	log_debug("lease %s on %s ended: %s", l->id, sb ? sb->id : "-", why);
+	/* Unlink first: a run exec aborted below must not end it again. */
+	l->sb = NULL;
+	if (sb)
+		sb->lease = NULL;
+	lease_free(l);
+	if (sb)
+		pool_release(sb);
+}
+
+static void on_lease_expired(struct lease *l)
+{
+	log_info("lease %s expired (lease_ttl)", l->id);
+	end_lease(l, "lease_ttl expired");
+}
+
+void rpc_sandbox_lost(struct sandbox *sb, const char *why)
+{
+	sandbox_execs_abort(sb, SANDPOOL_E_BACKEND_ERROR, why);
+	if (sb->lease)
+		end_lease(sb->lease, why);
+	else
+		pool_release(sb);
+}
+
+static struct lease *grant(struct rpc_client *cl, struct sandbox *sb, bool detached)
+{
+	struct lease *l = lease_new(sb, ipc_conn_uid(cl->conn), ipc_conn_pid(cl->conn),
+				    sb->tmpl->lease_ttl_ms, on_lease_expired);
+
+	if (!l) {
+		pool_release(sb);
+		return NULL;
+	}
+	if (!detached) {
+		l->owner = cl;
+		TAILQ_INSERT_TAIL(&cl->leases, l, owner_link);
+		cl->n_leases++;
+	}
+	return l;
+}
+
+/* Finds the caller's lease or answers the request with the error. */
+static struct lease *lookup_lease(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	const char *id;
+	uint32_t len;
+	struct lease *l;
+	uid_t uid = ipc_conn_uid(cl->conn);
+
+	if (ipc_get_str(m->params, "lease_id", &id, &len) < 0) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_BAD_REQUEST, "lease_id (a string) is required");
+		return NULL;
+	}
+	l = lease_find(id, len);
+	if (!l || !l->sb) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_NOT_FOUND, "no lease %.*s",
+				     (int)(len > 64 ? 64 : len), id);
+		return NULL;
+	}
+	if (uid != 0 && uid != l->uid) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_FORBIDDEN,
+				     "lease %s belongs to another user", l->id);
+		return NULL;
+	}
+	return l;
+}
+
+/* ---- execs ------------------------------------------------------------- */
+
+static void rpc_exec_free(struct rpc_exec *re)
+{
+	if (re->cl)
+		TAILQ_REMOVE(&re->cl->execs, re, link);
+	for (int i = 0; i < 2; i++)
+		if (re->out[i])
+			evbuffer_free(re->out[i]);
+	free(re);
+}
+
+static void on_exec_output(struct sandbox_exec *ex, int stream, const char *data, size_t len)
+{
+	struct rpc_exec *re = (struct rpc_exec *)ex;
+	msgpack_packer *pk;
+
+	if (!re->cl)
+		return;
+	if (!re->stream) {
+		evbuffer_add(re->out[stream - 1], data, len);
+		return;
+	}
+	pk = ipc_conn_notify(re->cl->conn, "exec.output");
+	msgpack_pack_map(pk, 4);
+	ipc_pack_kv_uint(pk, "exec_id", ex->id);
+	ipc_pack_kv_uint(pk, "request", re->msgid);
+	ipc_pack_kv_str(pk, "stream", stream == 1 ? "stdout" : "stderr");
+	ipc_pack_kv_bin(pk, "data", data, len);
+}
+
+static void pack_output(msgpack_packer *pk, const char *key, struct evbuffer *b)
+{
+	size_t n = b ? evbuffer_get_length(b) : 0;
+
+	ipc_pack_kv_bin(pk, key, n ? (const void *)evbuffer_pullup(b, -1) : "", n);
+}
+
+static void on_exec_done(struct sandbox_exec *ex, const struct exec_result *res, int errcode,
+			 const char *errmsg)
+{
+	struct rpc_exec *re = (struct rpc_exec *)ex;
+	struct sandbox *run_sb = re->run_sb;
+
+	if (re->cl) {
+		if (!res) {
+			ipc_conn_reply_error(re->cl->conn, re->msgid, (enum sandpool_errcode)errcode, "%s", errmsg);
+		} else {
+			msgpack_packer *pk = ipc_conn_reply_ok(re->cl->conn, re->msgid);
+			const char *limit = exec_limit_name(res->limit);
+
+			msgpack_pack_map(pk, run_sb ? 11 : 8);
+			ipc_pack_kv_uint(pk, "exec_id", ex->id);
+			if (res->exited)
+				ipc_pack_kv_int(pk, "exit_code", res->exit_code);
+			else
+				ipc_pack_kv_nil(pk, "exit_code");
+			if (res->signal)
+				ipc_pack_kv_int(pk, "signal", res->signal);
+			else
+				ipc_pack_kv_nil(pk, "signal");
+			pack_output(pk, "stdout", re->out[0]);
+			pack_output(pk, "stderr", re->out[1]);
+			ipc_pack_kv_bool(pk, "truncated", res->truncated);
+			if (limit)
+				ipc_pack_kv_str(pk, "limit", limit);
+			else
+				ipc_pack_kv_nil(pk, "limit");
+			ipc_pack_kv_uint(pk, "duration_us", res->duration_us);
+			if (run_sb) {
+				ipc_pack_kv_str(pk, "sandbox_id", re->sandbox_id);
+				ipc_pack_kv_bool(pk, "warm", re->warm);
+				ipc_pack_kv_uint(pk, "waited_us", re->waited_us);
+			}
+		}
+	}
+	rpc_exec_free(re);
+	if (run_sb && run_sb->lease)
+		end_lease(run_sb->lease, "run finished");
+}
+
+/* Starts spec on sb for the client; on failure answers the request. */
+static int start_exec(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb,
+		      const struct exec_spec *spec, struct rpc_exec **out)
+{
+	struct rpc_exec *re;
+	struct exec_request req = {
+		.argv = (const char *const *)spec->argv,
+		.env = (const char *const *)spec->env,
+		.cwd = spec->cwd,
+		.stdin_data = spec->stdin_data,
+		.stdin_len = spec->stdin_len,
+		.timeout_ms = spec->timeout_ms,
+		.max_output = sb->tmpl->max_output,
+	};
+	int rc;
+
+	if (sb->n_execs >= MAX_EXECS_PER_SANDBOX) {
+		ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_LIMIT_EXCEEDED,
+				     "sandbox %s already runs %d execs", sb->id, MAX_EXECS_PER_SANDBOX);
+		return -1;
+	}
+	re = calloc(1, sizeof(*re));
+	if (!re || (!spec->stream && (!(re->out[0] = evbuffer_new()) || !(re->out[1] = evbuffer_new())))) {
+		if (re)
+			rpc_exec_free(re);
+		ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_INTERNAL, "out of memory");
+		return -1;
+	}
+	re->ex.id = next_exec_id++;
+	re->ex.on_output = on_exec_output;
+	re->ex.on_done = on_exec_done;
+	re->msgid = msgid;
+	re->stream = spec->stream;
+	rc = sandbox_exec_start(sb, &re->ex, &req);
+	if (rc < 0) {
+		rpc_exec_free(re);
+		ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_BACKEND_ERROR, "sandbox %s: cannot exec: %s",
+				     sb->id, strerror(-rc));
+		return -1;
+	}
+	re->cl = cl;
+	TAILQ_INSERT_TAIL(&cl->execs, re, link);
+	*out = re;
+	return 0;
+}
+
+/* ---- lease requests ---------------------------------------------------- */
+
+static void pack_lease(msgpack_packer *pk, const struct lease *l, uint64_t waited_us)
+{
+	msgpack_pack_map(pk, 5);
+	ipc_pack_kv_str(pk, "lease_id", l->id);
+	ipc_pack_kv_str(pk, "sandbox_id", l->sb->id);
+	ipc_pack_kv_str(pk, "template", l->sb->tmpl->name);
+	ipc_pack_kv_bool(pk, "warm", l->warm);
+	ipc_pack_kv_uint(pk, "waited_us", waited_us);
+}
+
+static void rpc_wait_free(struct rpc_wait *rw)
+{
+	if (rw->cl)
+		TAILQ_REMOVE(&rw->cl->waits, rw, link);
+	exec_spec_free(rw->run);
+	free(rw);
+}
+
+/* A sandbox for a lease or run request: grant it and answer or run. */
+static void leased(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb, bool warm,
+		   bool detached, uint64_t requested_us, const struct exec_spec *run)
+{
+	uint64_t waited = monotonic_us() - requested_us;
+	struct lease *l = grant(cl, sb, detached || run);
+	struct rpc_exec *re;
+
+	if (!l) {
+		ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_INTERNAL, "out of memory");
+		return;
+	}
+	l->warm = warm;
+	l->requested_us = requested_us;
+	if (!run) {
+		pack_lease(ipc_conn_reply_ok(cl->conn, msgid), l, waited);
+		return;
+	}
+	if (start_exec(cl, msgid, sb, run, &re) < 0) {
+		end_lease(l, "run could not start");
+		return;
+	}
+	re->run_sb = sb;
+	re->warm = warm;
+	re->waited_us = waited;
+	snprintf(re->sandbox_id, sizeof(re->sandbox_id), "%s", sb->id);
+}
+
+static void on_wait_done(struct pool_waiter *w, struct sandbox *sb, int errcode, const char *msg)
+{
+	struct rpc_wait *rw = (struct rpc_wait *)w;
+	struct rpc_client *cl = rw->cl;
+
+	if (!sb)
+		ipc_conn_reply_error(cl->conn, rw->msgid, (enum sandpool_errcode)errcode, "%s", msg);
+	else
+		leased(cl, rw->msgid, sb, false, rw->detached, rw->requested_us, rw->run);
+	rpc_wait_free(rw);
+}
+
+static void acquire(struct rpc_client *cl, const struct rpc_msg *m, struct exec_spec *run)
+{
+	const char *name;
+	uint32_t len;
+	struct pool *p;
+	struct sandbox *sb = NULL;
+	struct rpc_wait *rw;
+	uint64_t wait_ms, now = monotonic_us();
+	bool detached = false;
+	char msg[512];
+	int rc;
+
+	if (ipc_get_str(m->params, "template", &name, &len) < 0) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_BAD_REQUEST, "template (a string) is required");
+		goto fail;
+	}
+	p = pool_find(name, len);
+	if (!p) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_UNKNOWN_TEMPLATE, "no template named '%.*s'",
+				     (int)(len > 64 ? 64 : len), name);
+		goto fail;
+	}
+	if (get_ms(m->params, "wait_ms", 0, &wait_ms, msg, sizeof(msg)) < 0) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_BAD_REQUEST, "%s", msg);
+		goto fail;
+	}
+	if (ipc_get_bool(m->params, "detached", &detached) == -EINVAL) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_BAD_REQUEST, "detached must be a boolean");
+		goto fail;
+	}
+	if (!run && !detached && cl->n_leases >= rpc_cfg->max_leases_per_conn) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_LIMIT_EXCEEDED,
+				     "this connection holds max_leases_per_conn (%u) leases",
+				     rpc_cfg->max_leases_per_conn);
+		goto fail;
+	}
+	rw = calloc(1, sizeof(*rw));
+	if (!rw) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_INTERNAL, "out of memory");
+		goto fail;
+	}
+	rw->w.on_done = on_wait_done;
+	rc = pool_acquire(p, &rw->w, wait_ms, &sb, msg, sizeof(msg));
+	if (rc == 0) {
+		free(rw);
+		leased(cl, m->msgid, sb, true, detached, now, run);
+		exec_spec_free(run);
+		return;
+	}
+	if (rc < 0) {
+		free(rw);
+		ipc_conn_reply_error(cl->conn, m->msgid, (enum sandpool_errcode)-rc, "%s", msg);
+		goto fail;
+	}
+	rw->cl = cl;
+	rw->msgid = m->msgid;
+	rw->detached = detached;
+	rw->requested_us = now;
+	rw->run = run;
+	TAILQ_INSERT_TAIL(&cl->waits, rw, link);
+	return;
+fail:
+	exec_spec_free(run);
+}
+
+/* ---- methods ----------------------------------------------------------- */
+
+static void m_hello(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	msgpack_packer *pk = ipc_conn_reply_ok(cl->conn, m->msgid);
+
+	msgpack_pack_map(pk, 3);
+	ipc_pack_kv_uint(pk, "protocol", SANDPOOL_PROTOCOL_VERSION);
+	ipc_pack_kv_str(pk, "server", PACKAGE_NAME " " PACKAGE_VERSION);
+	ipc_pack_cstr(pk, "limits");
+	msgpack_pack_map(pk, 5);
+	ipc_pack_kv_uint(pk, "max_frame", rpc_cfg->max_frame);
+	ipc_pack_kv_uint(pk, "max_inflight", rpc_cfg->max_inflight);
+	ipc_pack_kv_uint(pk, "max_connections", rpc_cfg->max_connections);
+	ipc_pack_kv_uint(pk, "max_leases_per_conn", rpc_cfg->max_leases_per_conn);
+	ipc_pack_kv_uint(pk, "max_timeout_ms", rpc_cfg->max_timeout_ms);
+}
+
+static void m_templates_list(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	msgpack_packer *pk = ipc_conn_reply_ok(cl->conn, m->msgid);
+	unsigned n = pool_count();
+
+	msgpack_pack_map(pk, 1);
+	ipc_pack_cstr(pk, "templates");
+	msgpack_pack_array(pk, n);
+	for (unsigned i = 0; i < n; i++) {
+		const struct template_config *t = pool_template(pool_at(i));
+
+		msgpack_pack_map(pk, 9);
+		ipc_pack_kv_str(pk, "name", t->name);
+		ipc_pack_kv_str(pk, "backend", t->backend == BACKEND_LOCAL ? "local" : "e2b");
+		ipc_pack_kv_str(pk, "language", t->language);
+		ipc_pack_kv_uint(pk, "min_warm", t->min_warm);
+		ipc_pack_kv_uint(pk, "max_total", t->max_total);
+		ipc_pack_kv_uint(pk, "timeout_ms", t->timeout_ms);
+		ipc_pack_kv_uint(pk, "max_output", t->max_output);
+		ipc_pack_kv_str(pk, "network", t->network == NETWORK_NONE ? "none" : "host");
+		ipc_pack_kv_uint(pk, "workspace_size", t->workspace_size);
+	}
+}
+
+static void m_pool_stats(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	msgpack_packer *pk = ipc_conn_reply_ok(cl->conn, m->msgid);
+	unsigned n = pool_count();
+
+	msgpack_pack_map(pk, 3);
+	ipc_pack_cstr(pk, "templates");
+	msgpack_pack_array(pk, n);
+	for (unsigned i = 0; i < n; i++) {
+		struct pool_figures f;
+
+		pool_get_figures(pool_at(i), &f);
+		msgpack_pack_map(pk, 8 + 6);
+		ipc_pack_kv_str(pk, "name", pool_template(pool_at(i))->name);
+		ipc_pack_kv_uint(pk, "warm", f.warm);
+		ipc_pack_kv_uint(pk, "leased", f.leased);
+		ipc_pack_kv_uint(pk, "creating", f.creating);
+		ipc_pack_kv_uint(pk, "destroying", f.destroying);
+		ipc_pack_kv_uint(pk, "waiting", f.waiting);
+		ipc_pack_kv_bool(pk, "degraded", f.degraded);
+		ipc_pack_kv_str(pk, "last_error", f.last_error);
+#define POOL_X(name) ipc_pack_kv_uint(pk, #name, f.stats.name);
+		POOL_COUNTERS(POOL_X)
+#undef POOL_X
+	}
+	ipc_pack_kv_uint(pk, "connections", rpc_srv ? ipc_server_connection_count(rpc_srv) : 0);
+	ipc_pack_kv_uint(pk, "leases", lease_count());
+}
+
+static void m_lease(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	acquire(cl, m, NULL);
+}
+
+static void m_release(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	struct lease *l = lookup_lease(cl, m);
+	msgpack_packer *pk;
+
+	if (!l)
+		return;
+	end_lease(l, "released");
+	pk = ipc_conn_reply_ok(cl->conn, m->msgid);
+	msgpack_pack_map(pk, 1);
+	ipc_pack_kv_bool(pk, "released", true);
+}
+
+static void m_exec(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	struct lease *l = lookup_lease(cl, m);
+	struct exec_spec *spec;
+	struct rpc_exec *re;
+	char msg[512];
+	int rc;
+
+	if (!l)
+		return;
+	rc = parse_exec_spec(m->params, l->sb->tmpl, &spec, msg, sizeof(msg));
+	if (rc < 0) {
+		ipc_conn_reply_error(cl->conn, m->msgid, (enum sandpool_errcode)-rc, "%s", msg);
+		return;
+	}
+	start_exec(cl, m->msgid, l->sb, spec, &re);
+	exec_spec_free(spec);
+}
+
+static void m_run(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	const struct template_config *t;
+	struct exec_spec *spec;
+	const char *name;
+	uint32_t len;
+	char msg[512];
+	int rc;
+
+	/* The template's defaults shape the spec, so look it up first; the
+	 * lease path reports a missing or unknown template itself. */
+	if (ipc_get_str(m->params, "template", &name, &len) < 0 || !pool_find(name, len)) {
+		acquire(cl, m, NULL);
+		return;
+	}
+	t = pool_template(pool_find(name, len));
+	rc = parse_exec_spec(m->params, t, &spec, msg, sizeof(msg));
+	if (rc < 0) {
+		ipc_conn_reply_error(cl->conn, m->msgid, (enum sandpool_errcode)-rc, "%s", msg);
+		return;
+	}
+	acquire(cl, m, spec);
+}
+
+static const struct rpc_method {
+	const char *name;
+	void (*fn)(struct rpc_client *cl, const struct rpc_msg *m);
+} methods[] = {
+	{ "hello", m_hello },
+	{ "templates.list", m_templates_list },
+	{ "pool.stats", m_pool_stats },
+	{ "sandbox.lease", m_lease },
+	{ "sandbox.release", m_release },
+	{ "sandbox.exec", m_exec },
+	{ "run", m_run },
+};
+
+static void on_request(struct ipc_conn *c, const struct rpc_msg *m)
+{
+	struct rpc_client *cl = ipc_conn_get_data(c);
+
+	if (!cl) {
+		cl = calloc(1, sizeof(*cl));
+		if (!cl) {
+			ipc_conn_reply_error(c, m->msgid, SANDPOOL_E_INTERNAL, "out of memory");
+			return;
+		}
+		cl->conn = c;
+		TAILQ_INIT(&cl->leases);
+		TAILQ_INIT(&cl->waits);
+		TAILQ_INIT(&cl->execs);
+		ipc_conn_set_data(c, cl);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(methods); i++) {
+		if (ipc_method_is(m, methods[i].name)) {
+			methods[i].fn(cl, m);
+			return;
+		}
+	}
+	ipc_conn_reply_error(c, m->msgid, SANDPOOL_E_UNKNOWN_METHOD, "unknown method '%.*s'",
+			     (int)(m->method_len > 64 ? 64 : m->method_len), m->method);
+}
+
+static void on_close(struct ipc_conn *c)
+{
+	struct rpc_client *cl = ipc_conn_get_data(c);
+	struct rpc_wait *rw;
+	struct rpc_exec *re;
+	struct lease *l;
+
+	if (!cl)
+		return;
+	while ((rw = TAILQ_FIRST(&cl->waits))) {
+		pool_waiter_cancel(&rw->w);
+		rpc_wait_free(rw);
+	}
+	/* Execs keep running until the agent confirms the kill; they only
+	 * forget their client. */
+	while ((re = TAILQ_FIRST(&cl->execs))) {
+		TAILQ_REMOVE(&cl->execs, re, link);
+		re->cl = NULL;
+		sandbox_exec_cancel(&re->ex);
+	}
+	while ((l = TAILQ_FIRST(&cl->leases)))
+		end_lease(l, "client disconnected");
+	ipc_conn_set_data(c, NULL);
+	free(cl);
+}
+
+const struct ipc_handlers rpc_handlers = {
+	.on_request = on_request,
+	.on_close = on_close,
+};

@@ -1,0 +1,151 @@
+#include "autoconfig.h"
+
+#include "pool/lease.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "daemon/clock.h"
+#include "sandbox/sandbox.h"
+
+/* Ids are random, so their low bits index the table directly. */
+static struct {
+	struct event_base *base;
+	struct lease **buckets;
+	unsigned mask;
+	unsigned count;
+} lt;
+
+int lease_table_init(struct event_base *base)
+{
+	lt.base = base;
+	lt.mask = 255;
+	lt.buckets = calloc(lt.mask + 1, sizeof(*lt.buckets));
+	return lt.buckets ? 0 : -ENOMEM;
+}
+
+void lease_table_free(void)
+{
+	free(lt.buckets);
+	memset(&lt, 0, sizeof(lt));
+}
+
+unsigned lease_count(void)
+{
+	return lt.count;
+}
+
+static void grow(void)
+{
+	unsigned nmask = lt.mask * 2 + 1;
+	struct lease **nb = calloc(nmask + 1, sizeof(*nb));
+
+	if (!nb)
+		return; /* longer chains, still correct */
+	for (unsigned i = 0; i <= lt.mask; i++) {
+		struct lease *l = lt.buckets[i], *next;
+
+		for (; l; l = next) {
+			next = l->hash_next;
+			l->hash_next = nb[l->key & nmask];
+			nb[l->key & nmask] = l;
+		}
+	}
+	free(lt.buckets);
+	lt.buckets = nb;
+	lt.mask = nmask;
+}
+
+static void on_ttl(evutil_socket_t fd, short what, void *arg)
+{
+	struct lease *l = arg;
+
+	l->on_expire(l);
+}
+
+static struct lease *find_key(uint64_t key)
+{
+	struct lease *l = lt.buckets[key & lt.mask];
+
+	while (l && l->key != key)
+		l = l->hash_next;
+	return l;
+}
+
+struct lease *lease_new(struct sandbox *sb, uid_t uid, pid_t pid, uint64_t ttl_ms,
+			void (*on_expire)(struct lease *l))
+{
+	struct lease *l = calloc(1, sizeof(*l));
+	struct timeval tv = { .tv_sec = (time_t)(ttl_ms / 1000),
+			      .tv_usec = (suseconds_t)(ttl_ms % 1000) * 1000 };
+
+	if (!l)
+		return NULL;
+	do {
+		if (getrandom(&l->key, sizeof(l->key), 0) != sizeof(l->key)) {
+			free(l);
+			return NULL;
+		}
+	} while (find_key(l->key));
+	l->ttl_timer = evtimer_new(lt.base, on_ttl, l);
+	if (!l->ttl_timer) {
+		free(l);
+		return NULL;
+	}
+	snprintf(l->id, sizeof(l->id), "ls-%016" PRIx64, l->key);
+	l->sb = sb;
+	l->uid = uid;
+	l->pid = pid;
+	l->on_expire = on_expire;
+	l->acquired_us = monotonic_us();
+	evtimer_add(l->ttl_timer, &tv);
+	sb->lease = l;
+	if (lt.count >= lt.mask)
+		grow();
+	l->hash_next = lt.buckets[l->key & lt.mask];
+	lt.buckets[l->key & lt.mask] = l;
+	lt.count++;
+	return l;
+}
+
+struct lease *lease_find(const char *id, size_t len)
+{
+	uint64_t key = 0;
+
+	if (len != 19 || memcmp(id, "ls-", 3) != 0)
+		return NULL;
+	for (size_t i = 3; i < len; i++) {
+		char c = id[i];
+		unsigned d;
+
+		if (c >= '0' && c <= '9')
+			d = (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			d = (unsigned)(c - 'a' + 10);
+		else
+			return NULL;
+		key = key << 4 | d;
+	}
+	return find_key(key);
+}
+
+void lease_free(struct lease *l)
+{
+	struct lease **pp = &lt.buckets[l->key & lt.mask];
+
+	while (*pp && *pp != l)
+		pp = &(*pp)->hash_next;
+	if (*pp) {
+		*pp = l->hash_next;
+		lt.count--;
+	}
+	if (l->sb && l->sb->lease == l)
+		l->sb->lease = NULL;
+	event_free(l->ttl_timer);
+	free(l);
+}

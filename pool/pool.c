@@ -1,0 +1,501 @@
+#include "autoconfig.h"
+
+#include "pool/pool.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "ipc/sandpool.h"
+#include "sandbox/local.h"
+
+/* After this many failures in a row a template is degraded: leases that
+ * find no warm sandbox fail fast instead of queueing behind a broken
+ * backend. */
+#define DEGRADED_AFTER 3
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 30000
+/* A lease waiting for a sandbox to be built gives up after this. */
+#define CREATE_WAIT_MS 30000
+
+struct pool {
+	const struct template_config *tmpl;
+	const struct sandbox_backend *backend;
+	struct sandbox_list lists[SANDBOX_DEAD]; /* by state */
+	unsigned count[SANDBOX_DEAD];
+	TAILQ_HEAD(, pool_waiter) waiters;
+	unsigned n_waiting;
+	struct pool_stats stats;
+	unsigned consecutive_failures;
+	struct event *backoff_timer;
+	bool backing_off;
+	bool degraded;
+	char last_error[512];
+};
+
+static struct {
+	struct event_base *base;
+	const struct config *cfg;
+	void (*on_lost)(struct sandbox *sb, const char *why);
+	void (*on_empty)(void);
+	struct pool **pools;
+	unsigned n_pools;
+	unsigned live;	   /* sandboxes in any state but DEAD */
+	unsigned creating; /* across pools */
+	unsigned refill_from; /* round-robin start for create slots */
+	bool shutting_down;
+	struct sandbox_list graveyard;
+	struct event *reap_ev;
+	struct event *refill_ev;
+} ps;
+
+static unsigned pool_total(const struct pool *p)
+{
+	return p->count[SANDBOX_CREATING] + p->count[SANDBOX_WARM] + p->count[SANDBOX_LEASED] +
+	       p->count[SANDBOX_DESTROYING];
+}
+
+static void schedule_refill(void)
+{
+	event_active(ps.refill_ev, 0, 0);
+}
+
+static bool transition_ok(enum sandbox_state from, enum sandbox_state to)
+{
+	switch (from) {
+	case SANDBOX_CREATING:
+		return to == SANDBOX_WARM || to == SANDBOX_LEASED || to == SANDBOX_DESTROYING;
+	case SANDBOX_WARM:
+		return to == SANDBOX_LEASED || to == SANDBOX_DESTROYING;
+	case SANDBOX_LEASED:
+		return to == SANDBOX_DESTROYING;
+	case SANDBOX_DESTROYING:
+		return to == SANDBOX_DEAD;
+	case SANDBOX_DEAD:
+		break;
+	}
+	return false;
+}
+
+/* The only code that changes sb->state, and with it list membership. */
+static void sandbox_set_state(struct sandbox *sb, enum sandbox_state to)
+{
+	struct pool *p = sb->pool;
+	enum sandbox_state from = sb->state;
+
+	if (!transition_ok(from, to))
+		fatal("sandbox %s: illegal transition %s -> %s", sb->id, sandbox_state_name(from),
+		      sandbox_state_name(to));
+	TAILQ_REMOVE(&p->lists[from], sb, pool_link);
+	p->count[from]--;
+	if (from == SANDBOX_CREATING)
+		ps.creating--;
+	sb->state = to;
+	if (to == SANDBOX_DEAD) {
+		ps.live--;
+		TAILQ_INSERT_TAIL(&ps.graveyard, sb, pool_link);
+		event_active(ps.reap_ev, 0, 0);
+	} else {
+		TAILQ_INSERT_TAIL(&p->lists[to], sb, pool_link);
+		p->count[to]++;
+	}
+	sb_log_debug(sb, "%s -> %s", sandbox_state_name(from), sandbox_state_name(to));
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct sandbox *sb;
+
+	while ((sb = TAILQ_FIRST(&ps.graveyard))) {
+		TAILQ_REMOVE(&ps.graveyard, sb, pool_link);
+		sandbox_free(sb);
+	}
+}
+
+static void destroy(struct sandbox *sb)
+{
+	sandbox_set_state(sb, SANDBOX_DESTROYING);
+	sb->backend->destroy(sb);
+}
+
+static void waiter_dequeue(struct pool_waiter *w)
+{
+	if (!w->queued)
+		return;
+	TAILQ_REMOVE(&w->pool->waiters, w, link);
+	w->pool->n_waiting--;
+	w->queued = false;
+	if (w->timer) {
+		event_free(w->timer);
+		w->timer = NULL;
+	}
+}
+
+static void waiter_fail(struct pool_waiter *w, int code, const char *msg)
+{
+	waiter_dequeue(w);
+	w->on_done(w, NULL, code, msg);
+}
+
+/* A ready sandbox goes to the longest waiter, else to the warm list. */
+static void offer(struct sandbox *sb)
+{
+	struct pool *p = sb->pool;
+	struct pool_waiter *w = TAILQ_FIRST(&p->waiters);
+
+	if (!w) {
+		sandbox_set_state(sb, SANDBOX_WARM);
+		return;
+	}
+	waiter_dequeue(w);
+	sandbox_set_state(sb, SANDBOX_LEASED);
+	p->stats.misses++;
+	w->on_done(w, sb, 0, NULL);
+}
+
+static void start_create(struct pool *p)
+{
+	struct sandbox *sb = sandbox_new(p, p->tmpl, p->backend);
+	int rc;
+
+	if (!sb) {
+		snprintf(p->last_error, sizeof(p->last_error), "out of memory");
+		return;
+	}
+	sb->state = SANDBOX_CREATING;
+	TAILQ_INSERT_TAIL(&p->lists[SANDBOX_CREATING], sb, pool_link);
+	p->count[SANDBOX_CREATING]++;
+	ps.creating++;
+	ps.live++;
+	sb_log_debug(sb, "creating");
+	rc = sb->backend->create(sb);
+	if (rc < 0) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "%s backend: %s", sb->backend->name, strerror(-rc));
+		sandbox_backend_failed(sb, why);
+	}
+}
+
+static void refill_pool(struct pool *p)
+{
+	unsigned want = p->tmpl->min_warm + p->n_waiting;
+
+	while (!ps.shutting_down && !p->backing_off &&
+	       p->count[SANDBOX_WARM] + p->count[SANDBOX_CREATING] < want &&
+	       pool_total(p) < p->tmpl->max_total && ps.live < ps.cfg->max_sandboxes &&
+	       ps.creating < ps.cfg->create_concurrency)
+		start_create(p);
+}
+
+static void on_refill(evutil_socket_t fd, short what, void *arg)
+{
+	for (unsigned i = 0; i < ps.n_pools; i++)
+		refill_pool(ps.pools[(ps.refill_from + i) % ps.n_pools]);
+	if (ps.n_pools)
+		ps.refill_from = (ps.refill_from + 1) % ps.n_pools;
+}
+
+static void on_backoff_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool *p = arg;
+
+	p->backing_off = false;
+	schedule_refill();
+}
+
+static void start_backoff(struct pool *p)
+{
+	unsigned shift = p->consecutive_failures > 9 ? 9 : p->consecutive_failures - 1;
+	uint64_t ms = (uint64_t)BACKOFF_MIN_MS << shift;
+	uint32_t rnd = 0;
+	struct timeval tv;
+
+	if (ms > BACKOFF_MAX_MS)
+		ms = BACKOFF_MAX_MS;
+	/* Full jitter in [ms/2, ms): pools failing together retry apart. */
+	(void)!getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
+	ms = ms / 2 + (ms / 2 ? rnd % (ms / 2) : 0);
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	p->backing_off = true;
+	evtimer_add(p->backoff_timer, &tv);
+}
+
+void sandbox_backend_ready(struct sandbox *sb)
+{
+	struct pool *p = sb->pool;
+
+	if (sb->state != SANDBOX_CREATING)
+		return;
+	sb->ready_us = monotonic_us();
+	p->stats.created++;
+	p->consecutive_failures = 0;
+	if (p->degraded)
+		log_info("template %s: recovered", p->tmpl->name);
+	p->degraded = false;
+	sb_log_debug(sb, "ready in %llu us", (unsigned long long)(sb->ready_us - sb->created_us));
+	offer(sb);
+	schedule_refill();
+}
+
+static void creation_failed(struct sandbox *sb, const char *why)
+{
+	struct pool *p = sb->pool;
+	struct pool_waiter *w;
+
+	p->stats.create_failures++;
+	p->consecutive_failures++;
+	snprintf(p->last_error, sizeof(p->last_error), "%s", why);
+	sb_log_error(sb, "creation failed: %s", why);
+	if (p->consecutive_failures >= DEGRADED_AFTER && !p->degraded) {
+		p->degraded = true;
+		log_warn("template %s: degraded after %u failed creations: %s", p->tmpl->name,
+			 p->consecutive_failures, why);
+	}
+	/* Tell a waiting client now rather than after the backoff; when the
+	 * template is degraded nobody should keep waiting. */
+	while ((w = TAILQ_FIRST(&p->waiters))) {
+		waiter_fail(w, SANDPOOL_E_BACKEND_ERROR, why);
+		if (!p->degraded)
+			break;
+	}
+	start_backoff(p);
+}
+
+void sandbox_backend_failed(struct sandbox *sb, const char *why)
+{
+	switch (sb->state) {
+	case SANDBOX_CREATING:
+		destroy(sb);
+		creation_failed(sb, why);
+		break;
+	case SANDBOX_WARM:
+		sb_log_warn(sb, "lost while warm: %s", why);
+		destroy(sb);
+		break;
+	case SANDBOX_LEASED:
+		sb_log_warn(sb, "lost while leased: %s", why);
+		ps.on_lost(sb, why);
+		break;
+	case SANDBOX_DESTROYING:
+	case SANDBOX_DEAD:
+		break;
+	}
+}
+
+void sandbox_backend_gone(struct sandbox *sb)
+{
+	struct pool *p = sb->pool;
+
+	p->stats.destroyed++;
+	sandbox_set_state(sb, SANDBOX_DEAD);
+	if (ps.shutting_down) {
+		if (ps.live == 0 && ps.on_empty)
+			ps.on_empty();
+		return;
+	}
+	schedule_refill();
+}
+
+static const struct sandbox_backend *backend_for(const struct template_config *t)
+{
+	switch (t->backend) {
+	case BACKEND_LOCAL:
+		return &local_backend;
+	case BACKEND_E2B:
+		break;
+	}
+	return NULL;
+}
+
+int pool_system_init(struct event_base *base, const struct config *cfg,
+		     void (*on_lost)(struct sandbox *sb, const char *why))
+{
+	memset(&ps, 0, sizeof(ps));
+	ps.base = base;
+	ps.cfg = cfg;
+	ps.on_lost = on_lost;
+	TAILQ_INIT(&ps.graveyard);
+	ps.reap_ev = event_new(base, -1, 0, on_reap, NULL);
+	ps.refill_ev = event_new(base, -1, 0, on_refill, NULL);
+	ps.pools = calloc(cfg->n_templates, sizeof(*ps.pools));
+	if (!ps.reap_ev || !ps.refill_ev || !ps.pools)
+		return -ENOMEM;
+	for (unsigned i = 0; i < cfg->n_templates; i++) {
+		struct pool *p = calloc(1, sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		ps.pools[ps.n_pools++] = p;
+		p->tmpl = cfg->templates[i];
+		p->backend = backend_for(p->tmpl);
+		if (!p->backend) {
+			log_error("template %s: backend not available in this build", p->tmpl->name);
+			return -ENOTSUP;
+		}
+		for (int s = 0; s < SANDBOX_DEAD; s++)
+			TAILQ_INIT(&p->lists[s]);
+		TAILQ_INIT(&p->waiters);
+		p->backoff_timer = evtimer_new(base, on_backoff_done, p);
+		if (!p->backoff_timer)
+			return -ENOMEM;
+	}
+	schedule_refill();
+	return 0;
+}
+
+void pool_system_shutdown(void (*on_empty)(void))
+{
+	ps.shutting_down = true;
+	ps.on_empty = on_empty;
+	for (unsigned i = 0; i < ps.n_pools; i++) {
+		struct pool *p = ps.pools[i];
+		struct pool_waiter *w;
+		struct sandbox *sb;
+
+		while ((w = TAILQ_FIRST(&p->waiters)))
+			waiter_fail(w, SANDPOOL_E_SHUTTING_DOWN, "the daemon is shutting down");
+		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_LEASED])))
+			ps.on_lost(sb, "the daemon is shutting down");
+		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_WARM])))
+			destroy(sb);
+		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_CREATING])))
+			destroy(sb);
+	}
+	if (ps.live == 0)
+		on_empty();
+}
+
+unsigned pool_system_live_sandboxes(void)
+{
+	return ps.live;
+}
+
+void pool_system_free(void)
+{
+	on_reap(-1, 0, NULL);
+	for (unsigned i = 0; i < ps.n_pools; i++) {
+		if (ps.pools[i]->backoff_timer)
+			event_free(ps.pools[i]->backoff_timer);
+		free(ps.pools[i]);
+	}
+	free(ps.pools);
+	if (ps.reap_ev)
+		event_free(ps.reap_ev);
+	if (ps.refill_ev)
+		event_free(ps.refill_ev);
+	memset(&ps, 0, sizeof(ps));
+}
+
+struct pool *pool_find(const char *name, size_t len)
+{
+	for (unsigned i = 0; i < ps.n_pools; i++) {
+		const char *n = ps.pools[i]->tmpl->name;
+
+		if (strlen(n) == len && memcmp(n, name, len) == 0)
+			return ps.pools[i];
+	}
+	return NULL;
+}
+
+unsigned pool_count(void)
+{
+	return ps.n_pools;
+}
+
+struct pool *pool_at(unsigned i)
+{
+	return i < ps.n_pools ? ps.pools[i] : NULL;
+}
+
+const struct template_config *pool_template(const struct pool *p)
+{
+	return p->tmpl;
+}
+
+static void on_wait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool_waiter *w = arg;
+	struct pool *p = w->pool;
+
+	p->stats.exhausted++;
+	waiter_fail(w, SANDPOOL_E_POOL_EXHAUSTED, "no sandbox became available in time");
+}
+
+int pool_acquire(struct pool *p, struct pool_waiter *w, uint64_t wait_ms, struct sandbox **out,
+		 char *msg, size_t msglen)
+{
+	struct sandbox *sb = TAILQ_FIRST(&p->lists[SANDBOX_WARM]);
+	struct timeval tv;
+	bool below_cap;
+	uint64_t ms;
+
+	if (ps.shutting_down) {
+		snprintf(msg, msglen, "the daemon is shutting down");
+		return -SANDPOOL_E_SHUTTING_DOWN;
+	}
+	if (sb) {
+		sandbox_set_state(sb, SANDBOX_LEASED);
+		p->stats.hits++;
+		schedule_refill();
+		*out = sb;
+		return 0;
+	}
+	if (p->degraded) {
+		snprintf(msg, msglen, "template %s is degraded: %s", p->tmpl->name, p->last_error);
+		return -SANDPOOL_E_BACKEND_ERROR;
+	}
+	below_cap = pool_total(p) < p->tmpl->max_total && ps.live < ps.cfg->max_sandboxes;
+	if (!below_cap && wait_ms == 0) {
+		p->stats.exhausted++;
+		snprintf(msg, msglen, "template %s has %u of max_total %u sandboxes in use", p->tmpl->name,
+			 pool_total(p), p->tmpl->max_total);
+		return -SANDPOOL_E_POOL_EXHAUSTED;
+	}
+	/* Below the cap the lease waits for the sandbox built for it, however
+	 * long wait_ms; at the cap it waits up to wait_ms for capacity. */
+	ms = below_cap ? CREATE_WAIT_MS + wait_ms : wait_ms;
+	w->pool = p;
+	w->since_us = monotonic_us();
+	w->timer = evtimer_new(ps.base, on_wait_timeout, w);
+	if (!w->timer) {
+		snprintf(msg, msglen, "out of memory");
+		return -SANDPOOL_E_INTERNAL;
+	}
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(w->timer, &tv);
+	TAILQ_INSERT_TAIL(&p->waiters, w, link);
+	p->n_waiting++;
+	w->queued = true;
+	schedule_refill();
+	return 1;
+}
+
+void pool_waiter_cancel(struct pool_waiter *w)
+{
+	waiter_dequeue(w);
+}
+
+void pool_release(struct sandbox *sb)
+{
+	sandbox_execs_abort(sb, SANDPOOL_E_ABORTED, "the lease ended");
+	sb->lease = NULL;
+	destroy(sb);
+}
+
+void pool_get_figures(const struct pool *p, struct pool_figures *out)
+{
+	out->warm = p->count[SANDBOX_WARM];
+	out->creating = p->count[SANDBOX_CREATING];
+	out->leased = p->count[SANDBOX_LEASED];
+	out->destroying = p->count[SANDBOX_DESTROYING];
+	out->waiting = p->n_waiting;
+	out->stats = p->stats;
+	out->last_error = p->last_error[0] ? p->last_error : NULL;
+	out->degraded = p->degraded;
+}

@@ -1,0 +1,89 @@
+/*
+ * Warm pools, one per template. A pool owns its sandboxes and keeps each
+ * on the list of its state (creating, warm, leased, destroying); only
+ * sandbox_set_state() moves them. It keeps min_warm sandboxes ready,
+ * hands them out in O(1), queues lease requests FIFO when it cannot, and
+ * destroys every sandbox when its lease ends: a sandbox never serves two
+ * leases. Creation runs asynchronously under a per-template cap
+ * (max_total) and global caps (max_sandboxes, create_concurrency), with
+ * exponential backoff after failures.
+ */
+#ifndef SANDPOOL_POOL_H
+#define SANDPOOL_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "daemon/config.h"
+#include "sandbox/sandbox.h"
+
+struct event_base;
+struct pool;
+
+/* Counters, declared once: the struct and pool.stats both come from here. */
+#define POOL_COUNTERS(X)                                                                           \
+	X(hits)		  /* leases served from a warm sandbox */                                  \
+	X(misses)	  /* leases that waited for a new sandbox */                               \
+	X(exhausted)	  /* leases refused with pool_exhausted */                                 \
+	X(created)	  /* sandboxes that became ready */                                       \
+	X(create_failures) /* sandboxes that failed to come up */                                  \
+	X(destroyed)	  /* sandboxes destroyed */
+
+struct pool_stats {
+#define POOL_X(name) uint64_t name;
+	POOL_COUNTERS(POOL_X)
+#undef POOL_X
+};
+
+/*
+ * A lease request that could not be served at once. The caller owns the
+ * struct (embeds it) and must keep it alive until on_done runs or it
+ * calls pool_waiter_cancel(). on_done gets a LEASED sandbox, or NULL with
+ * an error code and message.
+ */
+struct pool_waiter {
+	struct pool *pool;
+	void (*on_done)(struct pool_waiter *w, struct sandbox *sb, int errcode, const char *msg);
+	uint64_t since_us;
+	struct event *timer;
+	bool queued;
+	TAILQ_ENTRY(pool_waiter) link;
+};
+
+/* on_lost: a LEASED sandbox died or must go (shutdown); the callee ends
+ * its lease, which releases the sandbox. */
+int pool_system_init(struct event_base *base, const struct config *cfg,
+		     void (*on_lost)(struct sandbox *sb, const char *why))
+	__attribute__((warn_unused_result));
+/* Refuses new leases and destroys every sandbox; on_empty runs once the
+ * last one is gone (at once if none is left). */
+void pool_system_shutdown(void (*on_empty)(void));
+unsigned pool_system_live_sandboxes(void);
+void pool_system_free(void);
+
+struct pool *pool_find(const char *name, size_t len);
+unsigned pool_count(void);
+struct pool *pool_at(unsigned i);
+const struct template_config *pool_template(const struct pool *p);
+
+/*
+ * Leases a sandbox of p. Returns 0 with *out (a warm one), 1 when w was
+ * queued (its on_done follows), or a negative sandpool error code
+ * (-SANDPOOL_E_POOL_EXHAUSTED, -SANDPOOL_E_SHUTTING_DOWN, ...) with msg.
+ */
+int pool_acquire(struct pool *p, struct pool_waiter *w, uint64_t wait_ms, struct sandbox **out,
+		 char *msg, size_t msglen);
+void pool_waiter_cancel(struct pool_waiter *w);
+/* Ends a LEASED sandbox's service: it is destroyed, never reused. */
+void pool_release(struct sandbox *sb);
+
+struct pool_figures {
+	unsigned warm, creating, leased, destroying, waiting;
+	struct pool_stats stats;
+	const char *last_error; /* NULL when none */
+	bool degraded;
+};
+void pool_get_figures(const struct pool *p, struct pool_figures *out);
+
+#endif

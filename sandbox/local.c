@@ -1,0 +1,407 @@
+#include "autoconfig.h"
+
+#include "sandbox/local.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "ipc/codec.h"
+#include "ipc/sandpool.h"
+#include "sandbox/spawner.h"
+
+/* A sandbox that is not up by then is abandoned as failed. */
+#define CREATE_TIMEOUT_MS 30000
+
+struct local_sandbox {
+	struct sandbox *sb;
+	pid_t pid;
+	int pidfd;
+	struct bufferevent *ctrl;
+	struct ipc_reader reader;
+	struct event *exit_ev;
+	struct event *create_timer;
+	uint32_t next_msgid;
+	bool ready;
+	bool spawning; /* a spawner request is outstanding */
+	bool exited;
+	bool gone_reported;
+};
+
+static struct event_base *local_base;
+static struct spawner *local_spawner;
+static const struct config *local_cfg;
+
+void local_backend_init(struct event_base *base, struct spawner *sp, const struct config *cfg)
+{
+	local_base = base;
+	local_spawner = sp;
+	local_cfg = cfg;
+}
+
+static struct local_sandbox *ls_of(struct sandbox *sb)
+{
+	return sb->backend_state;
+}
+
+static void ls_close_ctrl(struct local_sandbox *ls)
+{
+	if (ls->ctrl) {
+		bufferevent_free(ls->ctrl);
+		ls->ctrl = NULL;
+	}
+}
+
+/* The agent is unusable: tell the pool once, which will destroy it. */
+static void ls_broken(struct local_sandbox *ls, const char *why)
+{
+	ls_close_ctrl(ls);
+	if (ls->create_timer)
+		event_del(ls->create_timer);
+	sandbox_backend_failed(ls->sb, why);
+}
+
+static struct sandbox_exec *find_exec(struct sandbox *sb, uint64_t id)
+{
+	struct sandbox_exec *ex;
+
+	TAILQ_FOREACH(ex, &sb->execs, sb_link)
+		if (ex->id == id)
+			return ex;
+	return NULL;
+}
+
+static void on_output(struct local_sandbox *ls, const struct rpc_msg *m)
+{
+	struct sandbox_exec *ex;
+	const char *data;
+	uint32_t len;
+	uint64_t id, stream;
+
+	if (ipc_get_uint(m->params, "id", &id) < 0 || ipc_get_uint(m->params, "stream", &stream) < 0 ||
+	    ipc_get_bytes(m->params, "data", &data, &len) < 0 || (stream != 1 && stream != 2))
+		return;
+	ex = find_exec(ls->sb, id);
+	if (ex && ex->on_output)
+		ex->on_output(ex, (int)stream, data, len);
+}
+
+static void on_response(struct local_sandbox *ls, const struct rpc_msg *m)
+{
+	struct sandbox_exec *ex;
+	struct exec_result res = { 0 };
+	const msgpack_object *r = m->result;
+	int64_t code;
+	uint64_t v;
+	const char *s;
+	uint32_t len;
+
+	TAILQ_FOREACH(ex, &ls->sb->execs, sb_link)
+		if (ex->backend_tag == m->msgid)
+			break;
+	if (!ex)
+		return; /* a kill or ping answer */
+	if (m->error) {
+		char msg[512] = "agent error";
+		const char *c = "backend_error";
+		uint32_t clen = (uint32_t)strlen(c);
+
+		if (ipc_get_str(m->error, "message", &s, &len) == 0)
+			snprintf(msg, sizeof(msg), "%.*s", (int)len, s);
+		ipc_get_str(m->error, "code", &c, &clen);
+		sandbox_exec_finish(ex, NULL, sandpool_errcode_from_name(c, clen), msg);
+		return;
+	}
+	if (ipc_get_int(r, "exit_code", &code) == 0) {
+		res.exited = true;
+		res.exit_code = (int)code;
+	}
+	if (ipc_get_uint(r, "signal", &v) == 0)
+		res.signal = (int)v;
+	ipc_get_bool(r, "truncated", &res.truncated);
+	ipc_get_uint(r, "duration_us", &res.duration_us);
+	if (ipc_get_str(r, "limit", &s, &len) == 0) {
+		if (len == 7 && !memcmp(s, "timeout", 7))
+			res.limit = EXEC_LIMIT_TIMEOUT;
+		else if (len == 12 && !memcmp(s, "output_limit", 12))
+			res.limit = EXEC_LIMIT_OUTPUT;
+	}
+	sandbox_exec_finish(ex, &res, 0, NULL);
+}
+
+static void on_notify(struct local_sandbox *ls, const struct rpc_msg *m)
+{
+	if (ipc_method_is(m, "output")) {
+		on_output(ls, m);
+	} else if (ipc_method_is(m, "ready")) {
+		if (ls->ready)
+			return;
+		ls->ready = true;
+		event_del(ls->create_timer);
+		sandbox_backend_ready(ls->sb);
+	} else if (ipc_method_is(m, "failed")) {
+		char why[600] = "set-up failed";
+		const char *s;
+		uint32_t len;
+
+		if (ipc_get_str(m->params, "message", &s, &len) == 0)
+			snprintf(why, sizeof(why), "set-up failed: %.*s", (int)len, s);
+		ls_broken(ls, why);
+	}
+}
+
+static void on_ctrl_read(struct bufferevent *bev, void *arg)
+{
+	struct local_sandbox *ls = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct sandbox *sb = ls->sb;
+
+	while (evbuffer_get_length(in) > 0) {
+		size_t avail = evbuffer_get_length(in), cap;
+		char *dst = ipc_reader_buffer(&ls->reader, avail, &cap);
+		int n;
+
+		if (!dst) {
+			ls_broken(ls, "out of memory reading agent");
+			return;
+		}
+		n = evbuffer_remove(in, dst, avail < cap ? avail : cap);
+		if (n <= 0)
+			break;
+		ipc_reader_consumed(&ls->reader, (size_t)n);
+		for (;;) {
+			struct rpc_msg m;
+			const char *why = NULL;
+			enum ipc_read_status st = ipc_reader_next(&ls->reader, &m, &why);
+
+			if (st == IPC_READ_MORE)
+				break;
+			if (st != IPC_READ_MSG) {
+				sb_log_error(sb, "agent sent a bad message: %s",
+					     why ? why : "message too large");
+				ls_broken(ls, "agent protocol error");
+				return;
+			}
+			if (m.type == RPC_NOTIFY)
+				on_notify(ls, &m);
+			else if (m.type == RPC_RESPONSE)
+				on_response(ls, &m);
+			/* The callbacks above may have closed the channel. */
+			if (!ls->ctrl)
+				return;
+		}
+	}
+}
+
+static void on_ctrl_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct local_sandbox *ls = arg;
+
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		ls_broken(ls, ls->ready ? "agent exited" : "agent exited during set-up");
+}
+
+static void report_gone(struct local_sandbox *ls)
+{
+	if (ls->gone_reported)
+		return;
+	ls->gone_reported = true;
+	sandbox_backend_gone(ls->sb);
+}
+
+static void on_exit_ev(evutil_socket_t fd, short what, void *arg)
+{
+	struct local_sandbox *ls = arg;
+
+	ls->exited = true;
+	event_del(ls->exit_ev);
+	if (ls->sb->state == SANDBOX_DESTROYING)
+		report_gone(ls);
+	else
+		ls_broken(ls, "sandbox init exited");
+}
+
+static void on_create_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct local_sandbox *ls = arg;
+
+	ls_broken(ls, "timed out waiting for the agent");
+}
+
+static void on_spawned(void *arg, int err, const char *errmsg, pid_t pid, int ctrl_fd, int pidfd)
+{
+	struct local_sandbox *ls = arg;
+
+	ls->spawning = false;
+	if (err) {
+		sandbox_backend_failed(ls->sb, errmsg ? errmsg : "spawn failed");
+		return;
+	}
+	ls->pid = pid;
+	ls->pidfd = pidfd;
+	evutil_make_socket_nonblocking(ctrl_fd);
+	ls->ctrl = bufferevent_socket_new(local_base, ctrl_fd, BEV_OPT_CLOSE_ON_FREE);
+	ls->exit_ev = event_new(local_base, pidfd, EV_READ, on_exit_ev, ls);
+	if (!ls->ctrl || !ls->exit_ev) {
+		if (!ls->ctrl)
+			close(ctrl_fd);
+		ls_broken(ls, "out of memory attaching sandbox");
+		return;
+	}
+	bufferevent_setcb(ls->ctrl, on_ctrl_read, NULL, on_ctrl_event, ls);
+	bufferevent_enable(ls->ctrl, EV_READ | EV_WRITE);
+	event_add(ls->exit_ev, NULL);
+	sb_log_debug(ls->sb, "spawned as pid %d", (int)pid);
+}
+
+static int local_create(struct sandbox *sb)
+{
+	const struct template_config *t = sb->tmpl;
+	struct local_sandbox *ls = calloc(1, sizeof(*ls));
+	struct spawn_params *p = NULL;
+	struct timeval tv = { CREATE_TIMEOUT_MS / 1000, 0 };
+	int rc = -ENOMEM;
+
+	if (!ls)
+		return -ENOMEM;
+	ls->sb = sb;
+	ls->pidfd = -1;
+	ls->pid = -1;
+	ls->next_msgid = 1;
+	if (ipc_reader_init(&ls->reader, local_cfg->max_frame + 4096) < 0) {
+		free(ls);
+		return -ENOMEM;
+	}
+	sb->backend_state = ls;
+	ls->create_timer = evtimer_new(local_base, on_create_timeout, ls);
+	p = calloc(1, sizeof(*p));
+	if (!ls->create_timer || !p)
+		goto out;
+	snprintf(p->id, sizeof(p->id), "%s", sb->id);
+	p->uid = local_cfg->sandbox_uid;
+	p->gid = local_cfg->sandbox_gid;
+	p->network = t->network;
+	p->workspace_size = t->workspace_size;
+	p->max_frame = local_cfg->max_frame;
+	if (t->rootfs && strcmp(t->rootfs, "host") != 0)
+		snprintf(p->rootfs, sizeof(p->rootfs), "%s", t->rootfs);
+	for (unsigned i = 0; i < t->n_binds; i++)
+		p->binds[i] = t->binds[i];
+	p->n_binds = t->n_binds;
+	rc = spawner_request(local_spawner, p, on_spawned, ls);
+	if (rc == 0) {
+		ls->spawning = true;
+		evtimer_add(ls->create_timer, &tv);
+	}
+out:
+	free(p);
+	return rc;
+}
+
+static int pack_exec(msgpack_packer *pk, uint32_t msgid, const struct sandbox_exec *ex,
+		     const struct exec_request *req)
+{
+	unsigned argc = 0, envc = 0;
+
+	while (req->argv[argc])
+		argc++;
+	while (req->env[envc])
+		envc++;
+	ipc_pack_request_head(pk, msgid, "exec");
+	msgpack_pack_map(pk, req->stdin_data ? 7 : 6);
+	ipc_pack_kv_uint(pk, "id", ex->id);
+	ipc_pack_cstr(pk, "argv");
+	msgpack_pack_array(pk, argc);
+	for (unsigned i = 0; i < argc; i++)
+		ipc_pack_cstr(pk, req->argv[i]);
+	ipc_pack_cstr(pk, "env");
+	msgpack_pack_array(pk, envc);
+	for (unsigned i = 0; i < envc; i++)
+		ipc_pack_cstr(pk, req->env[i]);
+	ipc_pack_kv_str(pk, "cwd", req->cwd);
+	ipc_pack_kv_uint(pk, "timeout_ms", req->timeout_ms);
+	ipc_pack_kv_uint(pk, "max_output", req->max_output);
+	if (req->stdin_data)
+		ipc_pack_kv_bin(pk, "stdin", req->stdin_data, req->stdin_len);
+	return 0;
+}
+
+static int local_exec(struct sandbox *sb, struct sandbox_exec *ex, const struct exec_request *req)
+{
+	struct local_sandbox *ls = ls_of(sb);
+	msgpack_packer pk;
+
+	if (!ls->ctrl || !ls->ready)
+		return -EPIPE;
+	msgpack_packer_init(&pk, bufferevent_get_output(ls->ctrl), ipc_evbuffer_write);
+	ex->backend_tag = ls->next_msgid++;
+	return pack_exec(&pk, ex->backend_tag, ex, req);
+}
+
+static void local_exec_cancel(struct sandbox *sb, struct sandbox_exec *ex)
+{
+	struct local_sandbox *ls = ls_of(sb);
+	msgpack_packer pk;
+
+	if (!ls->ctrl)
+		return;
+	msgpack_packer_init(&pk, bufferevent_get_output(ls->ctrl), ipc_evbuffer_write);
+	ipc_pack_request_head(&pk, ls->next_msgid++, "kill");
+	msgpack_pack_map(&pk, 1);
+	ipc_pack_kv_uint(&pk, "id", ex->id);
+}
+
+static void local_destroy(struct sandbox *sb)
+{
+	struct local_sandbox *ls = ls_of(sb);
+
+	ls_close_ctrl(ls);
+	if (ls->create_timer)
+		event_del(ls->create_timer);
+	if (ls->spawning) {
+		/* The spawner will kill it when its reply arrives. */
+		spawner_cancel(local_spawner, ls);
+		ls->spawning = false;
+		report_gone(ls);
+		return;
+	}
+	if (ls->pidfd < 0 || ls->exited) {
+		report_gone(ls);
+		return;
+	}
+	/* PID 1 dying takes the whole PID namespace with it. */
+	if (syscall(SYS_pidfd_send_signal, ls->pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+		sb_log_warn(sb, "pidfd_send_signal: %s", strerror(errno));
+}
+
+static void local_release(struct sandbox *sb)
+{
+	struct local_sandbox *ls = ls_of(sb);
+
+	ls_close_ctrl(ls);
+	if (ls->exit_ev)
+		event_free(ls->exit_ev);
+	if (ls->create_timer)
+		event_free(ls->create_timer);
+	if (ls->pidfd >= 0)
+		close(ls->pidfd);
+	ipc_reader_destroy(&ls->reader);
+	free(ls);
+	sb->backend_state = NULL;
+}
+
+const struct sandbox_backend local_backend = {
+	.name = "local",
+	.create = local_create,
+	.exec = local_exec,
+	.exec_cancel = local_exec_cancel,
+	.destroy = local_destroy,
+	.release = local_release,
+};

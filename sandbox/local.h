@@ -1,0 +1,23 @@
+/*
+ * The local backend: each sandbox is sandpool-agent running as PID 1 of
+ * fresh PID, mount, UTS, IPC (and network) namespaces, cloned by the
+ * spawner. This module owns the daemon's side of each sandbox: the agent's
+ * control socket (a bufferevent), its pidfd, and the msgpack exchange
+ * described in docs/AGENT.md.
+ */
+#ifndef SANDPOOL_SANDBOX_LOCAL_H
+#define SANDPOOL_SANDBOX_LOCAL_H
+
+#include "daemon/config.h"
+#include "sandbox/sandbox.h"
+
+struct event_base;
+struct spawner;
+
+/* The backend reads cfg (uid, gid, max_frame) at each create; cfg and sp
+ * must outlive every local sandbox. */
+void local_backend_init(struct event_base *base, struct spawner *sp, const struct config *cfg);
+
+extern const struct sandbox_backend local_backend;
+
+#endif

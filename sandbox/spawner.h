@@ -1,0 +1,39 @@
+/*
+ * The spawner: a small helper process forked from sandpoold at start-up,
+ * before the event loop exists, that clones sandboxes on request. Keeping
+ * clone() and the mount set-up out of the daemon means the event loop
+ * never pays for forking a large process nor waits on a child, and a
+ * daemon killed with -9 takes the spawner (PR_SET_PDEATHSIG) and every
+ * sandbox (each is the spawner's child, with the same death signal) down
+ * with it.
+ *
+ * Daemon side: requests go out over a SOCK_SEQPACKET socket as msgpack
+ * maps; each reply carries the sandbox's PID-1 pid, a pidfd and the
+ * agent's control socket (SCM_RIGHTS). The spawner answers in order.
+ * Ownership: the fds passed to a spawn_done_fn belong to the callee.
+ */
+#ifndef SANDPOOL_SANDBOX_SPAWNER_H
+#define SANDPOOL_SANDBOX_SPAWNER_H
+
+#include <sys/types.h>
+
+#include "sandbox/setup.h"
+
+struct event_base;
+struct spawner;
+
+/* err is 0 or -errno; on success ctrl_fd and pidfd are open. */
+typedef void (*spawn_done_fn)(void *arg, int err, const char *errmsg, pid_t pid, int ctrl_fd,
+			      int pidfd);
+
+/* Forks the spawner. Call before threads or the event base exist. */
+int spawner_start(struct spawner **out, const char *agent_path) __attribute__((warn_unused_result));
+int spawner_attach(struct spawner *sp, struct event_base *base) __attribute__((warn_unused_result));
+int spawner_request(struct spawner *sp, const struct spawn_params *p, spawn_done_fn cb, void *arg)
+	__attribute__((warn_unused_result));
+/* Forgets every pending request for arg; a late reply's sandbox is killed. */
+void spawner_cancel(struct spawner *sp, void *arg);
+/* Closes the socket (the spawner exits) and frees. */
+void spawner_stop(struct spawner *sp);
+
+#endif
