@@ -42,6 +42,7 @@ struct bind_mount {
 
 struct template_config {
 	char *name;
+	bool enabled;		/* "enabled = no" keeps a section that config_load() then drops */
 	enum backend_kind backend;
 	char *language;		/* "python", "javascript", "bash", "shell", ... informational + code.run default */
 	unsigned min_warm;	/* sandboxes kept warm */
@@ -109,8 +110,20 @@ void config_dump(const struct config *cfg, FILE *out);
 /* The embedded default configuration, as text. */
 extern const char config_embedded_default[];
 
-/* Unit parsers, exposed for tests: "512M" -> bytes, "30s" -> ms. */
-int config_parse_size(const char *s, uint64_t *out);
-int config_parse_duration_ms(const char *s, uint64_t *out);
+/*
+ * Unit parsers, exposed for tests: "512M" -> bytes, "30s" -> ms. Return 0,
+ * -EINVAL for text that is not a size/duration, -ERANGE on overflow.
+ */
+int config_parse_size(const char *s, uint64_t *out) __attribute__((warn_unused_result));
+int config_parse_duration_ms(const char *s, uint64_t *out) __attribute__((warn_unused_result));
+
+/*
+ * The agent_path default: SANDPOOL_AGENT_PATH (the install location) when
+ * it is executable, else sandpool-agent next to /proc/self/exe when that
+ * one is, so that a build tree runs without installing. Falls back to
+ * SANDPOOL_AGENT_PATH so the exec error names the install location.
+ * Returns 0, or -ENAMETOOLONG when buf is too small.
+ */
+int config_default_agent_path(char *buf, size_t len) __attribute__((warn_unused_result));
 
 #endif

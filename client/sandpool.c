@@ -1,0 +1,944 @@
+/*
+ * sandpool: the command-line client of sandpoold. Each command is one call
+ * through libsandpool; results print as a table, a line, the command's own
+ * output, or with --json the raw result.
+ */
+#include "autoconfig.h"
+
+#include "ipc/sandpool.h"
+
+#include "daemon/log.h"
+#include "ipc/codec.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+	EXIT_FAILED = 1,     /* status, templates, lease, release: the call failed */
+	EXIT_USAGE = 2,
+	EXIT_TIMED_OUT = 124, /* run, exec: as timeout(1) */
+	EXIT_SANDPOOL = 125, /* run, exec: sandpool failed, not the command (as timeout(1)) */
+	EXIT_SIGNALED = 128, /* run, exec: plus the signal, as shells report it */
+};
+
+/* Returned by option handlers that let parsing go on. */
+#define PARSE_ON (-1)
+
+/* With no daemon default to learn from (an old daemon), PROTOCOL.md's. */
+#define DEFAULT_MAX_FRAME (4u * 1024 * 1024)
+
+static const char usage_text[] =
+	"usage: sandpool [--socket PATH] [--json] COMMAND [ARGS]\n"
+	"\n"
+	"commands:\n"
+	"  status                        pools per template, connection and lease totals\n"
+	"  templates                     the daemon's templates\n"
+	"  run [OPTIONS] [--] CMD ARGS   run CMD in a fresh sandbox, streaming its output\n"
+	"  lease [-t NAME] [--wait S]    lease a sandbox that outlives this command; prints\n"
+	"                                the lease id\n"
+	"  exec LEASE [OPTIONS] [--] CMD ARGS\n"
+	"                                run CMD in a leased sandbox\n"
+	"  release LEASE                 end a lease; its sandbox is destroyed\n"
+	"\n"
+	"run and exec options:\n"
+	"  -t, --template NAME   template to lease from (run, lease; default shell)\n"
+	"      --wait SECONDS    how long to queue for a sandbox when the template is\n"
+	"                        at max_total (run, lease; default 0: fail at once)\n"
+	"      --timeout SECONDS kill CMD after this long (default: the template's)\n"
+	"  -e, --env KEY=VALUE   add to CMD's environment; repeatable\n"
+	"  -C, --cwd DIR         CMD's working directory (default /workspace)\n"
+	"      --stdin           send this program's standard input to CMD\n"
+	"\n"
+	"global options, also accepted after COMMAND:\n"
+	"      --socket PATH     the daemon's socket; default $SANDPOOL_SOCKET, else\n"
+	"                        /run/sandpool/sandpool.sock as root, else\n"
+	"                        $XDG_RUNTIME_DIR/sandpool/sandpool.sock, else\n"
+	"                        /tmp/sandpool-UID/sandpool.sock\n"
+	"      --json            print the daemon's result as JSON (run: instead of\n"
+	"                        streaming). Byte strings such as stdout and stderr\n"
+	"                        print as JSON strings; bytes that are not UTF-8\n"
+	"                        become U+FFFD, so use plain run for exact bytes\n"
+	"  -h, --help            this text\n"
+	"      --version         the version\n"
+	"\n"
+	"exit status: run and exec exit with CMD's status, 128+N when CMD was killed\n"
+	"by signal N, 124 when it timed out and 125 when sandpool itself failed;\n"
+	"the other commands with 0, or 1 on failure. Usage errors exit with 2.\n";
+
+struct cli {
+	const char *command;	 /* for messages */
+	const char *socket_path; /* NULL: the library's default */
+	bool json;
+};
+
+static int __attribute__((format(printf, 2, 3))) usage_error(const struct cli *cli, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("sandpool: ", stderr);
+	if (cli->command)
+		fprintf(stderr, "%s: ", cli->command);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs(" (see sandpool --help)\n", stderr);
+	return EXIT_USAGE;
+}
+
+static void report(const struct sandpool_error *err)
+{
+	fprintf(stderr, "sandpool: %s: %s\n", sandpool_errcode_name(err->code), err->message);
+}
+
+/* --- options ----------------------------------------------------------------- */
+
+enum {
+	OPT_SOCKET = 256,
+	OPT_JSON,
+	OPT_VERSION,
+	OPT_TIMEOUT,
+	OPT_WAIT,
+	OPT_STDIN,
+};
+
+/* Leading '+': options end at the first operand (the command, or CMD), so
+ * CMD's own options reach it; ':' reports a missing value apart. */
+#define COMMON_SHORTOPTS "+:h"
+#define COMMON_LONGOPTS                                                                            \
+	{"socket", required_argument, NULL, OPT_SOCKET}, {"json", no_argument, NULL, OPT_JSON},        \
+		{"help", no_argument, NULL, 'h'}
+
+/* The option getopt_long() just refused, as the user typed it. */
+static const char *bad_option(char **argv)
+{
+	static char shortopt[3] = "-?";
+	const char *arg = argv[optind - 1];
+
+	if (strncmp(arg, "--", 2) == 0)
+		return arg;
+	shortopt[1] = (char)optopt;
+	return shortopt;
+}
+
+/* Handles the options every command takes: PARSE_ON, or the exit status. */
+static int common_option(struct cli *cli, int c, char **argv)
+{
+	switch (c) {
+	case OPT_SOCKET:
+		cli->socket_path = optarg;
+		return PARSE_ON;
+	case OPT_JSON:
+		cli->json = true;
+		return PARSE_ON;
+	case 'h':
+		fputs(usage_text, stdout);
+		return EXIT_SUCCESS;
+	case ':':
+		return usage_error(cli, "option %s needs a value", bad_option(argv));
+	default:
+		return usage_error(cli, "unknown option %s", bad_option(argv));
+	}
+}
+
+/* Options of a command that takes only the common ones, then nargs operands.
+ * Returns PARSE_ON with optind at the first operand, or the exit status. */
+static int parse_plain(struct cli *cli, int argc, char **argv, int nargs)
+{
+	static const struct option longopts[] = {COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	int c, rc;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, COMMON_SHORTOPTS, longopts, NULL)) != -1)
+		if ((rc = common_option(cli, c, argv)) != PARSE_ON)
+			return rc;
+	if (argc - optind < nargs)
+		return usage_error(cli, "missing argument");
+	if (argc - optind > nargs)
+		return usage_error(cli, "unexpected argument %s", argv[optind + nargs]);
+	return PARSE_ON;
+}
+
+/* Seconds, possibly fractional, as milliseconds rounded up so that a small
+ * positive value never becomes 0 ("the default"). */
+static int parse_seconds(const char *s, uint32_t *ms)
+{
+	char *end;
+	double v, m;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= 0) || v * 1000 > UINT32_MAX)
+		return -EINVAL;
+	m = v * 1000;
+	*ms = (uint32_t)m;
+	if (*ms < m)
+		(*ms)++;
+	return 0;
+}
+
+/* What run, exec and lease were asked to do. */
+struct job {
+	const char *template_name;
+	uint32_t wait_ms;
+	uint32_t timeout_ms;
+	const char **env; /* NULL-terminated, pointing into argv */
+	size_t n_env;
+	const char *cwd;
+	bool use_stdin;
+};
+
+enum job_kind {
+	JOB_RUN,
+	JOB_EXEC,
+	JOB_LEASE,
+};
+
+/* Parses options into job from optind on (optind = 0 starts afresh). */
+static int parse_job(struct cli *cli, enum job_kind kind, struct job *job, int argc, char **argv)
+{
+	static const struct option run_opts[] = {
+		COMMON_LONGOPTS,
+		{"template", required_argument, NULL, 't'},
+		{"wait", required_argument, NULL, OPT_WAIT},
+		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"env", required_argument, NULL, 'e'},
+		{"cwd", required_argument, NULL, 'C'},
+		{"stdin", no_argument, NULL, OPT_STDIN},
+		{NULL, 0, NULL, 0},
+	};
+	static const struct option exec_opts[] = {
+		COMMON_LONGOPTS,
+		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"env", required_argument, NULL, 'e'},
+		{"cwd", required_argument, NULL, 'C'},
+		{"stdin", no_argument, NULL, OPT_STDIN},
+		{NULL, 0, NULL, 0},
+	};
+	static const struct option lease_opts[] = {
+		COMMON_LONGOPTS,
+		{"template", required_argument, NULL, 't'},
+		{"wait", required_argument, NULL, OPT_WAIT},
+		{NULL, 0, NULL, 0},
+	};
+	static const struct {
+		const char *shortopts;
+		const struct option *longopts;
+	} kinds[] = {
+		[JOB_RUN] = {COMMON_SHORTOPTS "t:e:C:", run_opts},
+		[JOB_EXEC] = {COMMON_SHORTOPTS "e:C:", exec_opts},
+		[JOB_LEASE] = {COMMON_SHORTOPTS "t:", lease_opts},
+	};
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, kinds[kind].shortopts, kinds[kind].longopts, NULL)) !=
+	       -1) {
+		switch (c) {
+		case 't':
+			job->template_name = optarg;
+			break;
+		case OPT_WAIT:
+			if (parse_seconds(optarg, &job->wait_ms) < 0)
+				return usage_error(cli, "--wait takes seconds, not %s", optarg);
+			break;
+		case OPT_TIMEOUT:
+			if (parse_seconds(optarg, &job->timeout_ms) < 0 || job->timeout_ms == 0)
+				return usage_error(cli, "--timeout takes positive seconds, not %s",
+						   optarg);
+			break;
+		case 'e':
+			if (!strchr(optarg, '=') || optarg[0] == '=')
+				return usage_error(cli, "-e takes KEY=VALUE, not %s", optarg);
+			/* job->env has room for every argument plus the NULL. */
+			job->env[job->n_env++] = optarg;
+			break;
+		case 'C':
+			job->cwd = optarg;
+			break;
+		case OPT_STDIN:
+			job->use_stdin = true;
+			break;
+		default:
+			if ((rc = common_option(cli, c, argv)) != PARSE_ON)
+				return rc;
+		}
+	}
+	return PARSE_ON;
+}
+
+/* --- JSON ------------------------------------------------------------------ */
+
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, no surrogates), or 0. */
+static size_t utf8_seq_len(const unsigned char *s, size_t avail)
+{
+	uint32_t cp, min;
+	size_t n;
+
+	if (s[0] < 0x80)
+		return 1;
+	if ((s[0] & 0xe0) == 0xc0) {
+		n = 2, cp = s[0] & 0x1f, min = 0x80;
+	} else if ((s[0] & 0xf0) == 0xe0) {
+		n = 3, cp = s[0] & 0x0f, min = 0x800;
+	} else if ((s[0] & 0xf8) == 0xf0) {
+		n = 4, cp = s[0] & 0x07, min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (n > avail)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+static void json_string(FILE *f, const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	fputc('"', f);
+	for (size_t i = 0; i < len;) {
+		size_t n = utf8_seq_len(p + i, len - i);
+
+		if (n == 0) {
+			fputs("\\ufffd", f);
+			i++;
+			continue;
+		}
+		if (n > 1) {
+			fwrite(p + i, 1, n, f);
+			i += n;
+			continue;
+		}
+		switch (p[i]) {
+		case '"':
+			fputs("\\\"", f);
+			break;
+		case '\\':
+			fputs("\\\\", f);
+			break;
+		case '\n':
+			fputs("\\n", f);
+			break;
+		case '\r':
+			fputs("\\r", f);
+			break;
+		case '\t':
+			fputs("\\t", f);
+			break;
+		case '\b':
+			fputs("\\b", f);
+			break;
+		case '\f':
+			fputs("\\f", f);
+			break;
+		default:
+			if (p[i] < 0x20)
+				fprintf(f, "\\u%04x", p[i]);
+			else
+				fputc(p[i], f);
+		}
+		i++;
+	}
+	fputc('"', f);
+}
+
+static void json_value(FILE *f, const msgpack_object *o, int depth);
+
+/* JSON keys are strings; any other msgpack key is quoted as its JSON text. */
+static void json_key(FILE *f, const msgpack_object *k)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *m;
+
+	if (k->type == MSGPACK_OBJECT_STR) {
+		json_string(f, k->via.str.ptr, k->via.str.size);
+		return;
+	}
+	m = open_memstream(&text, &len);
+	if (!m) {
+		fputs("\"\"", f);
+		return;
+	}
+	json_value(m, k, 0);
+	fclose(m);
+	json_string(f, text, len);
+	free(text);
+}
+
+static void json_indent(FILE *f, int depth)
+{
+	fprintf(f, "\n%*s", depth * 2, "");
+}
+
+static void json_value(FILE *f, const msgpack_object *o, int depth)
+{
+	switch (o->type) {
+	case MSGPACK_OBJECT_NIL:
+		fputs("null", f);
+		break;
+	case MSGPACK_OBJECT_BOOLEAN:
+		fputs(o->via.boolean ? "true" : "false", f);
+		break;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		fprintf(f, "%" PRIu64, o->via.u64);
+		break;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		fprintf(f, "%" PRId64, o->via.i64);
+		break;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		/* JSON has no NaN or infinity. */
+		if (isfinite(o->via.f64))
+			fprintf(f, "%.17g", o->via.f64);
+		else
+			fputs("null", f);
+		break;
+	case MSGPACK_OBJECT_STR:
+		json_string(f, o->via.str.ptr, o->via.str.size);
+		break;
+	case MSGPACK_OBJECT_BIN:
+		json_string(f, o->via.bin.ptr, o->via.bin.size);
+		break;
+	case MSGPACK_OBJECT_ARRAY:
+		fputc('[', f);
+		for (uint32_t i = 0; i < o->via.array.size; i++) {
+			fputs(i ? "," : "", f);
+			json_indent(f, depth + 1);
+			json_value(f, &o->via.array.ptr[i], depth + 1);
+		}
+		if (o->via.array.size)
+			json_indent(f, depth);
+		fputc(']', f);
+		break;
+	case MSGPACK_OBJECT_MAP:
+		fputc('{', f);
+		for (uint32_t i = 0; i < o->via.map.size; i++) {
+			fputs(i ? "," : "", f);
+			json_indent(f, depth + 1);
+			json_key(f, &o->via.map.ptr[i].key);
+			fputs(": ", f);
+			json_value(f, &o->via.map.ptr[i].val, depth + 1);
+		}
+		if (o->via.map.size)
+			json_indent(f, depth);
+		fputc('}', f);
+		break;
+	case MSGPACK_OBJECT_EXT:
+		/* The protocol sends no ext values; null keeps the output JSON. */
+		fputs("null", f);
+		break;
+	}
+}
+
+static void json_print(const msgpack_object *o)
+{
+	json_value(stdout, o, 0);
+	fputc('\n', stdout);
+}
+
+/* --- tables ---------------------------------------------------------------- */
+
+enum cell_kind {
+	CELL_PLAIN,
+	CELL_MS,    /* milliseconds, shown as seconds */
+	CELL_BYTES, /* a size, shown in the largest unit that divides it */
+};
+
+struct column {
+	const char *header;
+	const char *key;
+	enum cell_kind kind;
+};
+
+static const struct column status_columns[] = {
+	{"TEMPLATE", "name", CELL_PLAIN},	{"WARM", "warm", CELL_PLAIN},
+	{"LEASED", "leased", CELL_PLAIN},	{"CREATING", "creating", CELL_PLAIN},
+	{"WAITING", "waiting", CELL_PLAIN},	{"HITS", "hits", CELL_PLAIN},
+	{"MISSES", "misses", CELL_PLAIN},	{"FAILURES", "create_failures", CELL_PLAIN},
+	{"LAST ERROR", "last_error", CELL_PLAIN},
+};
+
+static const struct column template_columns[] = {
+	{"NAME", "name", CELL_PLAIN},		{"BACKEND", "backend", CELL_PLAIN},
+	{"LANGUAGE", "language", CELL_PLAIN},	{"MIN_WARM", "min_warm", CELL_PLAIN},
+	{"MAX_TOTAL", "max_total", CELL_PLAIN}, {"TIMEOUT", "timeout_ms", CELL_MS},
+	{"MAX_OUTPUT", "max_output", CELL_BYTES}, {"NETWORK", "network", CELL_PLAIN},
+	{"WORKSPACE", "workspace_size", CELL_BYTES},
+};
+
+/* "30s", "1.5s", "0.25s". */
+static void format_ms(uint64_t ms, char *buf, size_t size)
+{
+	int n = snprintf(buf, size, "%" PRIu64 ".%03u", ms / 1000, (unsigned)(ms % 1000));
+
+	while (n > 0 && (size_t)n < size && (buf[n - 1] == '0' || buf[n - 1] == '.')) {
+		bool dot = buf[n - 1] == '.';
+
+		buf[--n] = '\0';
+		if (dot)
+			break;
+	}
+	snprintf(buf + n, size - (size_t)n, "s");
+}
+
+static void format_bytes(uint64_t v, char *buf, size_t size)
+{
+	static const char units[] = "\0KMGT";
+	unsigned u = 0;
+
+	while (v >= 1024 && v % 1024 == 0 && u + 1 < sizeof(units) - 1) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, size, "%" PRIu64 "%.1s", v, &units[u]);
+}
+
+/* A cell as text: "-" for absent or nil, control bytes blanked so that a
+ * multi-line last_error keeps the table whole. */
+static void cell_text(const msgpack_object *o, enum cell_kind kind, char *buf, size_t size)
+{
+	if (!o || o->type == MSGPACK_OBJECT_NIL) {
+		snprintf(buf, size, "-");
+		return;
+	}
+	switch (o->type) {
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		if (kind == CELL_MS)
+			format_ms(o->via.u64, buf, size);
+		else if (kind == CELL_BYTES)
+			format_bytes(o->via.u64, buf, size);
+		else
+			snprintf(buf, size, "%" PRIu64, o->via.u64);
+		return;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		snprintf(buf, size, "%" PRId64, o->via.i64);
+		return;
+	case MSGPACK_OBJECT_BOOLEAN:
+		snprintf(buf, size, "%s", o->via.boolean ? "yes" : "no");
+		return;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		snprintf(buf, size, "%g", o->via.f64);
+		return;
+	case MSGPACK_OBJECT_STR:
+	case MSGPACK_OBJECT_BIN:
+		snprintf(buf, size, "%.*s", (int)o->via.str.size, o->via.str.ptr);
+		for (char *p = buf; *p; p++)
+			if ((unsigned char)*p < 0x20)
+				*p = ' ';
+		return;
+	default:
+		snprintf(buf, size, "?");
+		return;
+	}
+}
+
+static void print_cell(const char *text, size_t width, bool last)
+{
+	if (last)
+		printf("%s\n", text);
+	else
+		printf("%-*s  ", (int)width, text);
+}
+
+/* Prints rows (maps) under cols, each column as wide as its widest cell. */
+static void print_table(const struct column *cols, size_t ncols, const msgpack_object_array *rows)
+{
+	size_t width[16] = {0};
+	char cell[256];
+
+	for (size_t c = 0; c < ncols; c++) {
+		width[c] = strlen(cols[c].header);
+		for (uint32_t r = 0; rows && r < rows->size; r++) {
+			cell_text(ipc_map_get(&rows->ptr[r], cols[c].key), cols[c].kind, cell,
+				  sizeof(cell));
+			if (strlen(cell) > width[c])
+				width[c] = strlen(cell);
+		}
+	}
+	for (size_t c = 0; c < ncols; c++)
+		print_cell(cols[c].header, width[c], c + 1 == ncols);
+	for (uint32_t r = 0; rows && r < rows->size; r++) {
+		for (size_t c = 0; c < ncols; c++) {
+			cell_text(ipc_map_get(&rows->ptr[r], cols[c].key), cols[c].kind, cell,
+				  sizeof(cell));
+			print_cell(cell, width[c], c + 1 == ncols);
+		}
+	}
+}
+
+/* --- commands -------------------------------------------------------------- */
+
+static struct sandpool *cli_connect(const struct cli *cli)
+{
+	struct sandpool_error err;
+	struct sandpool *sp = sandpool_connect(cli->socket_path, &err);
+
+	if (!sp)
+		report(&err);
+	return sp;
+}
+
+/* One parameterless call: the reply, or NULL once the failure is reported. */
+static struct sandpool_reply *call_simple(const struct cli *cli, const char *method)
+{
+	struct sandpool_reply *reply = NULL;
+	struct sandpool_error err;
+	struct sandpool *sp = cli_connect(cli);
+
+	if (!sp)
+		return NULL;
+	if (sandpool_call(sp, method, NULL, 0, NULL, NULL, &reply, &err) < 0) {
+		report(&err);
+		reply = NULL;
+	}
+	sandpool_close(sp);
+	return reply;
+}
+
+static int cmd_status(struct cli *cli, int argc, char **argv)
+{
+	const msgpack_object_array *rows = NULL;
+	struct sandpool_reply *reply;
+	uint64_t connections = 0, leases = 0;
+	int rc = parse_plain(cli, argc, argv, 0);
+
+	if (rc != PARSE_ON)
+		return rc;
+	reply = call_simple(cli, "pool.stats");
+	if (!reply)
+		return EXIT_FAILED;
+	if (cli->json) {
+		json_print(reply->result);
+	} else {
+		(void)ipc_get_array(reply->result, "templates", &rows);
+		(void)ipc_get_uint(reply->result, "connections", &connections);
+		(void)ipc_get_uint(reply->result, "leases", &leases);
+		print_table(status_columns, ARRAY_SIZE(status_columns), rows);
+		printf("\nconnections: %" PRIu64 "  leases: %" PRIu64 "\n", connections, leases);
+	}
+	sandpool_reply_free(reply);
+	return EXIT_SUCCESS;
+}
+
+static int cmd_templates(struct cli *cli, int argc, char **argv)
+{
+	const msgpack_object_array *rows = NULL;
+	struct sandpool_reply *reply;
+	int rc = parse_plain(cli, argc, argv, 0);
+
+	if (rc != PARSE_ON)
+		return rc;
+	reply = call_simple(cli, "templates.list");
+	if (!reply)
+		return EXIT_FAILED;
+	if (cli->json) {
+		json_print(reply->result);
+	} else {
+		(void)ipc_get_array(reply->result, "templates", &rows);
+		print_table(template_columns, ARRAY_SIZE(template_columns), rows);
+	}
+	sandpool_reply_free(reply);
+	return EXIT_SUCCESS;
+}
+
+static int cmd_lease(struct cli *cli, int argc, char **argv)
+{
+	struct job job = {.template_name = "shell"};
+	struct sandpool_lease lease = {0};
+	struct sandpool_lease_opts opts;
+	struct sandpool_error err;
+	struct sandpool *sp;
+	int rc;
+
+	optind = 0;
+	rc = parse_job(cli, JOB_LEASE, &job, argc, argv);
+	if (rc != PARSE_ON)
+		return rc;
+	if (optind < argc)
+		return usage_error(cli, "unexpected argument %s", argv[optind]);
+	sp = cli_connect(cli);
+	if (!sp)
+		return EXIT_FAILED;
+	opts = (struct sandpool_lease_opts){
+		.template_name = job.template_name,
+		.wait_ms = job.wait_ms,
+		/* The lease must outlive this process's connection. */
+		.detached = true,
+	};
+	rc = sandpool_lease(sp, &opts, &lease, &err);
+	sandpool_close(sp);
+	if (rc < 0) {
+		report(&err);
+		return EXIT_FAILED;
+	}
+	if (cli->json)
+		json_print(lease.reply->result);
+	else
+		printf("%s\n", lease.lease_id);
+	sandpool_lease_free(&lease);
+	return EXIT_SUCCESS;
+}
+
+static int cmd_release(struct cli *cli, int argc, char **argv)
+{
+	struct sandpool_error err;
+	struct sandpool *sp;
+	int rc = parse_plain(cli, argc, argv, 1);
+
+	if (rc != PARSE_ON)
+		return rc;
+	sp = cli_connect(cli);
+	if (!sp)
+		return EXIT_FAILED;
+	rc = sandpool_release(sp, argv[optind], &err);
+	sandpool_close(sp);
+	if (rc < 0) {
+		report(&err);
+		return EXIT_FAILED;
+	}
+	return EXIT_SUCCESS;
+}
+
+static void write_all(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		/* A reader that went away ends us by SIGPIPE, as any filter. */
+		if (n < 0)
+			return;
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+static void stream_output(void *arg, int stream, const void *data, size_t len)
+{
+	write_all(stream == SANDPOOL_STDERR ? STDERR_FILENO : STDOUT_FILENO, data, len);
+}
+
+/* Reads fd to its end into a malloc'd buffer; -EMSGSIZE past max bytes. */
+static int read_all(int fd, size_t max, char **buf, size_t *len)
+{
+	size_t cap = 64 * 1024;
+
+	*len = 0;
+	*buf = malloc(cap);
+	if (!*buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n;
+
+		if (*len == cap) {
+			char *nbuf = realloc(*buf, cap * 2);
+
+			if (!nbuf)
+				return -ENOMEM;
+			*buf = nbuf;
+			cap *= 2;
+		}
+		n = read(fd, *buf + *len, cap - *len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return 0;
+		*len += (size_t)n;
+		if (*len > max)
+			return -EMSGSIZE;
+	}
+}
+
+/* Stdin travels in one message, so the daemon's max_frame bounds it: reading
+ * stops there rather than sending a request the daemon must refuse. */
+static int read_stdin(struct sandpool *sp, char **buf, size_t *len, struct sandpool_error *err)
+{
+	struct sandpool_hello hello = {0};
+	size_t max;
+	int rc = sandpool_hello(sp, "sandpool", &hello, err);
+
+	if (rc < 0)
+		return rc;
+	max = hello.max_frame ? (size_t)hello.max_frame : DEFAULT_MAX_FRAME;
+	sandpool_hello_free(&hello);
+	rc = read_all(STDIN_FILENO, max, buf, len);
+	if (rc == -EMSGSIZE) {
+		err->code = SANDPOOL_E_LIMIT_EXCEEDED;
+		snprintf(err->message, sizeof(err->message),
+			 "stdin is larger than the daemon's max_frame (%zu bytes)", max);
+	} else if (rc < 0) {
+		err->code = SANDPOOL_E_INTERNAL;
+		snprintf(err->message, sizeof(err->message), "reading stdin: %s", strerror(-rc));
+	}
+	return rc;
+}
+
+/* The exit status that reports how CMD ended. */
+static int exec_status(const struct sandpool_exec_result *r, uint32_t timeout_ms)
+{
+	char when[32];
+
+	if (r->limit && strcmp(r->limit, "timeout") == 0) {
+		/* Without --timeout the template's applied; the run's length,
+		 * to the second, is the best estimate of it. */
+		uint64_t ms = timeout_ms ? timeout_ms : (r->duration_us / 1000 + 500) / 1000 * 1000;
+
+		format_ms(ms, when, sizeof(when));
+		fprintf(stderr, "sandpool: timed out after %s\n", when);
+		return EXIT_TIMED_OUT;
+	}
+	if (r->limit && strcmp(r->limit, "output_limit") == 0)
+		fprintf(stderr, "sandpool: output exceeded the template's max_output; killed\n");
+	if (r->has_exit_code)
+		return r->exit_code;
+	if (r->signal > 0)
+		return EXIT_SIGNALED + r->signal;
+	fprintf(stderr, "sandpool: the daemon reported neither exit status nor signal\n");
+	return EXIT_SANDPOOL;
+}
+
+/* run and exec: lease_id NULL runs in a fresh sandbox of job->template_name. */
+static int run_job(const struct cli *cli, const struct job *job, const char *lease_id,
+		   char **cmd)
+{
+	struct sandpool_exec_result result = {0};
+	struct sandpool_exec_opts opts = {
+		.argv = (const char *const *)cmd,
+		.env = job->n_env ? job->env : NULL,
+		.cwd = job->cwd,
+		.timeout_ms = job->timeout_ms,
+		/* --json prints the whole result, output included. */
+		.on_output = cli->json ? NULL : stream_output,
+	};
+	struct sandpool_error err;
+	struct sandpool *sp;
+	char *input = NULL;
+	int rc;
+
+	sp = cli_connect(cli);
+	if (!sp)
+		return EXIT_SANDPOOL;
+	rc = job->use_stdin ? read_stdin(sp, &input, &opts.stdin_len, &err) : 0;
+	if (rc == 0) {
+		opts.stdin_data = input;
+		rc = lease_id ? sandpool_exec(sp, lease_id, &opts, &result, &err)
+			      : sandpool_run(sp, job->template_name, job->wait_ms, &opts, &result,
+					     &err);
+	}
+	sandpool_close(sp);
+	free(input);
+	if (rc < 0) {
+		report(&err);
+		return EXIT_SANDPOOL;
+	}
+	if (cli->json)
+		json_print(result.reply->result);
+	rc = exec_status(&result, job->timeout_ms);
+	sandpool_exec_result_free(&result);
+	return rc;
+}
+
+static int cmd_run_or_exec(struct cli *cli, int argc, char **argv, bool run)
+{
+	struct job job = {.template_name = "shell"};
+	const char *lease_id = NULL;
+	int rc;
+
+	/* Every argument could be an -e: room for all plus the NULL. */
+	job.env = calloc((size_t)argc + 1, sizeof(*job.env));
+	if (!job.env) {
+		fprintf(stderr, "sandpool: out of memory\n");
+		return EXIT_SANDPOOL;
+	}
+	optind = 0;
+	rc = parse_job(cli, run ? JOB_RUN : JOB_EXEC, &job, argc, argv);
+	if (rc == PARSE_ON && !run) {
+		/* exec LEASE takes options on either side of LEASE: parse the rest
+		 * with LEASE in the program-name slot. */
+		if (optind == argc) {
+			rc = usage_error(cli, "missing LEASE");
+		} else {
+			lease_id = argv[optind];
+			argc -= optind;
+			argv += optind;
+			optind = 0;
+			rc = parse_job(cli, JOB_EXEC, &job, argc, argv);
+		}
+	}
+	if (rc == PARSE_ON && optind == argc)
+		rc = usage_error(cli, "missing command");
+	if (rc == PARSE_ON)
+		rc = run_job(cli, &job, lease_id, argv + optind);
+	free(job.env);
+	return rc;
+}
+
+static int cmd_run(struct cli *cli, int argc, char **argv)
+{
+	return cmd_run_or_exec(cli, argc, argv, true);
+}
+
+static int cmd_exec(struct cli *cli, int argc, char **argv)
+{
+	return cmd_run_or_exec(cli, argc, argv, false);
+}
+
+static const struct command {
+	const char *name;
+	int (*run)(struct cli *cli, int argc, char **argv);
+} commands[] = {
+	{"status", cmd_status},
+	{"templates", cmd_templates},
+	{"run", cmd_run},
+	{"lease", cmd_lease},
+	{"exec", cmd_exec},
+	{"release", cmd_release},
+};
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		COMMON_LONGOPTS,
+		{"version", no_argument, NULL, OPT_VERSION},
+		{NULL, 0, NULL, 0},
+	};
+	struct cli cli = {0};
+	int c, rc;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+		if (c == OPT_VERSION) {
+			printf("sandpool %s\n", PACKAGE_VERSION);
+			return EXIT_SUCCESS;
+		}
+		if ((rc = common_option(&cli, c, argv)) != PARSE_ON)
+			return rc;
+	}
+	if (optind == argc)
+		return usage_error(&cli, "no command given");
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+		if (strcmp(argv[optind], commands[i].name) == 0) {
+			cli.command = commands[i].name;
+			return commands[i].run(&cli, argc - optind, argv + optind);
+		}
+	}
+	return usage_error(&cli, "unknown command %s", argv[optind]);
+}

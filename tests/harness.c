@@ -1,0 +1,244 @@
+#include "autoconfig.h"
+
+#include "tests/harness.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ipc/codec.h"
+
+const char *builddir(void)
+{
+	const char *b = getenv("SANDPOOL_BUILDDIR");
+
+	return b ? b : ".";
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+void fixture_start(struct fixture *f, const char *templates_conf)
+{
+	char exe[512], agent[512];
+	FILE *cf;
+
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/sandpool-test-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(f->dir));
+	chmod(f->dir, 0755);
+	snprintf(f->sock, sizeof(f->sock), "%s/sock", f->dir);
+	snprintf(f->conf, sizeof(f->conf), "%s/sandpoold.conf", f->dir);
+	snprintf(f->log, sizeof(f->log), "%s/daemon.log", f->dir);
+	snprintf(exe, sizeof(exe), "%s/sandpoold", builddir());
+	snprintf(agent, sizeof(agent), "%s/sandpool-agent", builddir());
+
+	cf = fopen(f->conf, "w");
+	ck_assert_ptr_nonnull(cf);
+	fprintf(cf, "[daemon]\nsocket = %s\nstate_dir = %s/state\nagent_path = %s\nlog_level = debug\n%s",
+		f->sock, f->dir, agent, templates_conf);
+	fclose(cf);
+
+	f->pid = fork();
+	ck_assert_int_ge(f->pid, 0);
+	if (f->pid == 0) {
+		int fd = open(f->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		dup2(fd, STDERR_FILENO);
+		execl(exe, "sandpoold", "--foreground", "--config", f->conf, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 500; i++) {
+		struct stat st;
+		int status;
+
+		if (stat(f->sock, &st) == 0)
+			return;
+		if (waitpid(f->pid, &status, WNOHANG) == f->pid) {
+			fixture_dump_log(f);
+			ck_abort_msg("sandpoold exited during start-up (status %d)", status);
+		}
+		sleep_ms(10);
+	}
+	fixture_dump_log(f);
+	ck_abort_msg("sandpoold did not create its socket");
+}
+
+int fixture_stop(struct fixture *f)
+{
+	int status;
+
+	if (f->pid <= 0)
+		return -1;
+	kill(f->pid, SIGTERM);
+	for (int i = 0; i < 1500; i++) {
+		if (waitpid(f->pid, &status, WNOHANG) == f->pid) {
+			f->pid = 0;
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		}
+		sleep_ms(10);
+	}
+	kill(f->pid, SIGKILL);
+	waitpid(f->pid, &status, 0);
+	f->pid = 0;
+	return -1;
+}
+
+void fixture_cleanup(struct fixture *f)
+{
+	char cmd[400];
+
+	if (f->pid > 0)
+		fixture_stop(f);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", f->dir);
+}
+
+void fixture_dump_log(const struct fixture *f)
+{
+	char buf[4096];
+	FILE *lf = fopen(f->log, "r");
+	size_t n;
+
+	if (!lf)
+		return;
+	fprintf(stderr, "---- %s ----\n", f->log);
+	while ((n = fread(buf, 1, sizeof(buf), lf)) > 0)
+		fwrite(buf, 1, n, stderr);
+	fclose(lf);
+}
+
+struct sandpool *fixture_connect(const struct fixture *f)
+{
+	struct sandpool_error err;
+	struct sandpool *sp = sandpool_connect(f->sock, &err);
+
+	ck_assert_msg(sp != NULL, "connect %s: %s", f->sock, err.message);
+	sandpool_set_timeout_ms(sp, 60000);
+	return sp;
+}
+
+long long fixture_stat(const struct fixture *f, const char *tmpl, const char *field)
+{
+	struct sandpool *sp = fixture_connect(f);
+	struct sandpool_reply *r = NULL;
+	struct sandpool_error err;
+	const msgpack_object_array *ts = NULL;
+	long long v = -1;
+
+	ck_assert_int_eq(sandpool_call(sp, "pool.stats", NULL, 0, NULL, NULL, &r, &err), 0);
+	ck_assert_int_eq(ipc_get_array(r->result, "templates", &ts), 0);
+	for (uint32_t i = 0; i < ts->size; i++) {
+		const char *name;
+		uint32_t len;
+		uint64_t u;
+
+		if (ipc_get_str(&ts->ptr[i], "name", &name, &len) == 0 && strlen(tmpl) == len &&
+		    !memcmp(name, tmpl, len) && ipc_get_uint(&ts->ptr[i], field, &u) == 0)
+			v = (long long)u;
+	}
+	sandpool_reply_free(r);
+	sandpool_close(sp);
+	return v;
+}
+
+bool fixture_wait_warm(const struct fixture *f, const char *tmpl, unsigned n, int timeout_ms)
+{
+	for (int waited = 0; waited < timeout_ms; waited += 10) {
+		if (fixture_stat(f, tmpl, "warm") >= (long long)n)
+			return true;
+		sleep_ms(10);
+	}
+	return false;
+}
+
+static unsigned scan_proc(bool (*match)(const char *pid, const void *arg), const void *arg)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	unsigned n = 0;
+
+	if (!d)
+		return 0;
+	while ((e = readdir(d)))
+		if (e->d_name[0] >= '1' && e->d_name[0] <= '9' && match(e->d_name, arg))
+			n++;
+	closedir(d);
+	return n;
+}
+
+static bool is_orphan(const char *pid, const void *arg)
+{
+	char path[64], buf[512];
+	FILE *fp;
+	int ppid = -1;
+	char *rp;
+
+	snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+	fp = fopen(path, "r");
+	if (!fp)
+		return false;
+	if (fgets(buf, sizeof(buf), fp) && (rp = strrchr(buf, ')')))
+		sscanf(rp + 2, "%*c %d", &ppid);
+	fclose(fp);
+	return ppid == getpid();
+}
+
+static bool has_comm(const char *pid, const void *arg)
+{
+	char path[64], buf[64] = "";
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%s/comm", pid);
+	fp = fopen(path, "r");
+	if (!fp)
+		return false;
+	if (!fgets(buf, sizeof(buf), fp))
+		buf[0] = '\0';
+	fclose(fp);
+	buf[strcspn(buf, "\n")] = '\0';
+	return strcmp(buf, arg) == 0;
+}
+
+unsigned count_orphans(void)
+{
+	/* Reap what already died; count what still lives. */
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
+	return scan_proc(is_orphan, NULL);
+}
+
+unsigned count_processes_named(const char *name)
+{
+	return scan_proc(has_comm, name);
+}
+
+unsigned count_open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	unsigned n = 0;
+
+	if (!d)
+		return 0;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the DIR's own fd */
+}

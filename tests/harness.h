@@ -1,0 +1,46 @@
+/*
+ * Test fixture: a real sandpoold on a temporary socket, state dir and
+ * config, started from the build tree and stopped with SIGTERM. The test
+ * process is a child subreaper, so any process the daemon leaves behind
+ * is re-parented to it and can be counted.
+ */
+#ifndef SANDPOOL_TESTS_HARNESS_H
+#define SANDPOOL_TESTS_HARNESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "ipc/sandpool.h"
+
+struct fixture {
+	char dir[256];
+	char sock[320];
+	char conf[320];
+	char log[320];
+	pid_t pid;
+};
+
+/* Writes a config (daemon section pointing into the temp dir, then
+ * templates_conf verbatim) and starts the daemon; waits for the socket. */
+void fixture_start(struct fixture *f, const char *templates_conf);
+/* SIGTERM, waits; returns the daemon's exit status (-1 if it did not exit). */
+int fixture_stop(struct fixture *f);
+/* rm -rf the temp dir. */
+void fixture_cleanup(struct fixture *f);
+/* Prints the daemon's log to stderr (on failure). */
+void fixture_dump_log(const struct fixture *f);
+
+struct sandpool *fixture_connect(const struct fixture *f);
+/* Polls pool.stats until template has at least n warm sandboxes. */
+bool fixture_wait_warm(const struct fixture *f, const char *tmpl, unsigned n, int timeout_ms);
+/* A number field of template tmpl in pool.stats, or -1. */
+long long fixture_stat(const struct fixture *f, const char *tmpl, const char *field);
+
+/* Processes re-parented to the test process (orphans the daemon left). */
+unsigned count_orphans(void);
+/* Processes whose comm is name. */
+unsigned count_processes_named(const char *name);
+unsigned count_open_fds(void);
+const char *builddir(void);
+
+#endif
