@@ -61,10 +61,11 @@ static const char usage_text[] =
 	"                        /run/sandpool/sandpool.sock as root, else\n"
 	"                        $XDG_RUNTIME_DIR/sandpool/sandpool.sock, else\n"
 	"                        /tmp/sandpool-UID/sandpool.sock\n"
-	"      --json            print the daemon's result as JSON (run: instead of\n"
-	"                        streaming). Byte strings such as stdout and stderr\n"
-	"                        print as JSON strings; bytes that are not UTF-8\n"
-	"                        become U+FFFD, so use plain run for exact bytes\n"
+	"      --json            status, templates, lease: print the daemon's result\n"
+	"                        as JSON; run, exec: print it instead of streaming.\n"
+	"                        Byte strings such as stdout and stderr print as JSON\n"
+	"                        strings; bytes that are not UTF-8 become U+FFFD, so\n"
+	"                        use plain run for exact bytes\n"
 	"  -h, --help            this text\n"
 	"      --version         the version\n"
 	"\n"
@@ -147,11 +148,13 @@ static int common_option(struct cli *cli, int c, char **argv)
 	}
 }
 
-/* Options of a command that takes only the common ones, then nargs operands.
- * Returns PARSE_ON with optind at the first operand, or the exit status. */
-static int parse_plain(struct cli *cli, int argc, char **argv, int nargs)
+/* Options of a command that takes only the common ones, then one operand
+ * named operand, or none when that is NULL. Returns PARSE_ON with optind at
+ * the operand, or the exit status. */
+static int parse_plain(struct cli *cli, int argc, char **argv, const char *operand)
 {
 	static const struct option longopts[] = {COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	int nargs = operand ? 1 : 0;
 	int c, rc;
 
 	optind = 0;
@@ -159,7 +162,7 @@ static int parse_plain(struct cli *cli, int argc, char **argv, int nargs)
 		if ((rc = common_option(cli, c, argv)) != PARSE_ON)
 			return rc;
 	if (argc - optind < nargs)
-		return usage_error(cli, "missing argument");
+		return usage_error(cli, "missing %s", operand);
 	if (argc - optind > nargs)
 		return usage_error(cli, "unexpected argument %s", argv[optind + nargs]);
 	return PARSE_ON;
@@ -615,7 +618,7 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
 	const msgpack_object_array *rows = NULL;
 	struct sandpool_reply *reply;
 	uint64_t connections = 0, leases = 0;
-	int rc = parse_plain(cli, argc, argv, 0);
+	int rc = parse_plain(cli, argc, argv, NULL);
 
 	if (rc != PARSE_ON)
 		return rc;
@@ -639,7 +642,7 @@ static int cmd_templates(struct cli *cli, int argc, char **argv)
 {
 	const msgpack_object_array *rows = NULL;
 	struct sandpool_reply *reply;
-	int rc = parse_plain(cli, argc, argv, 0);
+	int rc = parse_plain(cli, argc, argv, NULL);
 
 	if (rc != PARSE_ON)
 		return rc;
@@ -698,7 +701,7 @@ static int cmd_release(struct cli *cli, int argc, char **argv)
 {
 	struct sandpool_error err;
 	struct sandpool *sp;
-	int rc = parse_plain(cli, argc, argv, 1);
+	int rc = parse_plain(cli, argc, argv, "LEASE");
 
 	if (rc != PARSE_ON)
 		return rc;

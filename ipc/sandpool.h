@@ -65,8 +65,8 @@ enum sandpool_errcode sandpool_errcode_from_name(const char *name, size_t len);
  *                syscall), SANDPOOL_E_BAD_REQUEST for bad arguments,
  *                SANDPOOL_E_INTERNAL for a result that breaks the protocol
  *                (-EPROTO) or no memory (-ENOMEM).
- * After any SANDPOOL_E_CONNECTION failure but -ETIMEDOUT, and after
- * -ECONNRESET, the connection only repeats that error: close it.
+ * After -ECONNRESET, and after any SANDPOOL_E_CONNECTION failure but a
+ * sandpool_wait() timeout, the connection only repeats that error: close it.
  */
 struct sandpool_error {
 	enum sandpool_errcode code;
@@ -83,17 +83,18 @@ struct sandpool;
  * Returns NULL with err filled on failure. */
 struct sandpool *sandpool_connect(const char *socket_path, struct sandpool_error *err)
 	__attribute__((warn_unused_result));
-/* Adopts an already connected SOCK_STREAM socket (made non-blocking; closed
- * by sandpool_close()). */
+/* Adopts an already connected SOCK_STREAM socket: made non-blocking, and
+ * closed by sandpool_close(), or at once when this fails. */
 struct sandpool *sandpool_connect_fd(int fd, struct sandpool_error *err)
 	__attribute__((warn_unused_result));
 /* Closes the socket and frees every outstanding request and stashed reply. */
 void sandpool_close(struct sandpool *sp);
 
 /* Bounds each call (sending a request, or waiting for its response) to
- * timeout_ms; 0, the default, waits as long as the daemon takes. A response
- * that comes after its wait timed out is discarded; the connection stays
- * usable. */
+ * timeout_ms; 0, the default, waits as long as the daemon takes. A wait that
+ * times out abandons its request, whose late response is then dropped, and
+ * the connection stays usable; a send that times out has left part of a
+ * request on the wire, which breaks it. */
 void sandpool_set_timeout_ms(struct sandpool *sp, int timeout_ms);
 /* Largest message accepted from the daemon (default 64 MiB, well above any
  * exec result the daemon's max_output allows). A bigger one breaks the
