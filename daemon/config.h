@@ -42,7 +42,7 @@ struct bind_mount {
 
 struct template_config {
 	char *name;
-	bool enabled;		/* "enabled = no" keeps a section that config_load() then drops */
+	bool enabled;		/* always true: config_load() drops "enabled = no" templates */
 	enum backend_kind backend;
 	char *language;		/* "python", "javascript", "bash", "shell", ... informational + code.run default */
 	unsigned min_warm;	/* sandboxes kept warm */
