@@ -327,7 +327,9 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (!foreground)
 		daemonize();
-	if ((rc = mkdir_p(d.cfg->state_dir, 0700)) < 0)
+	/* 0755: the socket may live here and socket_mode/socket_group decide who
+	 * may connect; nothing in the state dir is secret. */
+	if ((rc = mkdir_p(d.cfg->state_dir, 0755)) < 0)
 		die("create state dir %s: %s", d.cfg->state_dir, strerror(-rc));
 	d.lock_fd = take_lock(d.cfg->state_dir);
 	if (d.lock_fd < 0)
