@@ -30,6 +30,7 @@ struct pool {
 	unsigned n_waiting;
 	struct pool_stats stats;
 	unsigned consecutive_failures;
+	unsigned initial_outcomes; /* creations finished, counted up to min_warm */
 	struct event *backoff_timer;
 	bool backing_off;
 	bool degraded;
@@ -41,6 +42,8 @@ static struct {
 	const struct config *cfg;
 	void (*on_lost)(struct sandbox *sb, const char *why);
 	void (*on_empty)(void);
+	void (*on_initial_fill)(void);
+	unsigned pools_filling; /* pools still short of min_warm outcomes */
 	struct pool **pools;
 	unsigned n_pools;
 	unsigned live;	   /* sandboxes in any state but DEAD */
@@ -56,6 +59,24 @@ static unsigned pool_total(const struct pool *p)
 {
 	return p->count[SANDBOX_CREATING] + p->count[SANDBOX_WARM] + p->count[SANDBOX_LEASED] +
 	       p->count[SANDBOX_DESTROYING];
+}
+
+/* Counts one finished creation towards the start-up fill. */
+static void note_outcome(struct pool *p)
+{
+	if (p->initial_outcomes >= p->tmpl->min_warm)
+		return;
+	if (++p->initial_outcomes < p->tmpl->min_warm)
+		return;
+	if (--ps.pools_filling == 0 && ps.on_initial_fill)
+		ps.on_initial_fill();
+}
+
+void pool_system_on_initial_fill(void (*cb)(void))
+{
+	ps.on_initial_fill = cb;
+	if (ps.pools_filling == 0)
+		cb();
 }
 
 static void schedule_refill(void)
@@ -233,6 +254,7 @@ void sandbox_backend_ready(struct sandbox *sb)
 		return;
 	sb->ready_us = monotonic_us();
 	p->stats.created++;
+	note_outcome(p);
 	p->consecutive_failures = 0;
 	if (p->degraded)
 		log_info("template %s: recovered", p->tmpl->name);
@@ -248,6 +270,7 @@ static void creation_failed(struct sandbox *sb, const char *why)
 	struct pool_waiter *w;
 
 	p->stats.create_failures++;
+	note_outcome(p);
 	p->consecutive_failures++;
 	snprintf(p->last_error, sizeof(p->last_error), "%s", why);
 	sb_log_error(sb, "creation failed: %s", why);
@@ -340,6 +363,8 @@ int pool_system_init(struct event_base *base, const struct config *cfg,
 		for (int s = 0; s < SANDBOX_DEAD; s++)
 			TAILQ_INIT(&p->lists[s]);
 		TAILQ_INIT(&p->waiters);
+		if (p->tmpl->min_warm > 0)
+			ps.pools_filling++;
 		p->backoff_timer = evtimer_new(base, on_backoff_done, p);
 		if (!p->backoff_timer)
 			return -ENOMEM;

@@ -56,6 +56,9 @@ struct pool_waiter {
 int pool_system_init(struct event_base *base, const struct config *cfg,
 		     void (*on_lost)(struct sandbox *sb, const char *why))
 	__attribute__((warn_unused_result));
+/* cb runs once, when every template has seen min_warm creations finish
+ * (ready or failed): the moment a service manager should hear READY. */
+void pool_system_on_initial_fill(void (*cb)(void));
 /* Refuses new leases and destroys every sandbox; on_empty runs once the
  * last one is gone (at once if none is left). */
 void pool_system_shutdown(void (*on_empty)(void));
