@@ -54,6 +54,7 @@ enum config_type {
 	TYPE_SIZE,	/* uint64_t bytes */
 	TYPE_DURATION,	/* uint64_t milliseconds */
 	TYPE_MODE,	/* mode_t, octal */
+	TYPE_MILLI,	/* uint64_t thousandths: "1.5" -> 1500 */
 	TYPE_ENUM,	/* an enum, the index of its name in choices */
 	TYPE_LOG_LEVEL, /* int LOG_ERR .. LOG_DEBUG; choices are the names */
 	TYPE_BIND_RO,	/* list of struct bind_mount, shared with TYPE_BIND_RW */
@@ -238,6 +239,12 @@ static const struct config_key config_keys[] = {
 	  .help = "stdout plus stderr kept per exec; more kills the process" },
 	{ TEMPLATE("workspace_size", TYPE_SIZE, workspace_size), .def = "64M", .min = MIB,
 	  .max = 64 * GIB, .help = "size of the /workspace tmpfs" },
+	{ TEMPLATE("memory", TYPE_SIZE, memory), .def = "512M", .min = 16 * MIB, .max = 1024 * GIB,
+	  .help = "memory limit of the whole sandbox (cgroup), and its size for costing" },
+	{ TEMPLATE("pids", TYPE_UINT, pids), .def = "256", .min = 8, .max = 65536,
+	  .help = "processes and threads alive at once in the sandbox (cgroup)" },
+	{ TEMPLATE("cpus", TYPE_MILLI, cpu_milli), .def = "1", .min = 10, .max = 1024 * 1000,
+	  .help = "CPU time the sandbox may use, in CPUs (cgroup quota), and vCPUs for costing" },
 	{ TEMPLATE("network", TYPE_ENUM, network), .def = "none", .choices = network_names,
 	  .help = "none: only loopback; host: the host's network" },
 	{ TEMPLATE("rootfs", TYPE_PATH, rootfs), .def = "host", .max = PATH_MAX - 1,
@@ -345,6 +352,31 @@ static int scan_mode(const char *s, uint64_t *out)
 	return scan_whole(s, 8, out);
 }
 
+/* A decimal with at most three fractional digits, in thousandths. */
+static int scan_milli(const char *s, uint64_t *out)
+{
+	const char *end;
+	uint64_t whole, frac = 0;
+	int rc = scan_digits(s, 10, &whole, &end);
+	unsigned digits = 0;
+
+	if (rc < 0)
+		return rc;
+	if (*end == '.') {
+		for (end++; *end >= '0' && *end <= '9' && digits < 3; end++, digits++)
+			frac = frac * 10 + (uint64_t)(*end - '0');
+		if (digits == 0 || *end)
+			return -EINVAL;
+		for (; digits < 3; digits++)
+			frac *= 10;
+	} else if (*end) {
+		return -EINVAL;
+	}
+	if (__builtin_mul_overflow(whole, 1000, out) || __builtin_add_overflow(*out, frac, out))
+		return -ERANGE;
+	return 0;
+}
+
 /* Binary multiples, K = 1 << 10 through T = 1 << 40. */
 static const char size_units[] = "KMGT";
 
@@ -409,6 +441,14 @@ static void format_uint(uint64_t v, char *buf, size_t len)
 static void format_mode(uint64_t v, char *buf, size_t len)
 {
 	snprintf(buf, len, "%04" PRIo64, v);
+}
+
+static void format_milli(uint64_t v, char *buf, size_t len)
+{
+	if (v % 1000 == 0)
+		snprintf(buf, len, "%" PRIu64, v / 1000);
+	else
+		snprintf(buf, len, "%" PRIu64 ".%03" PRIu64, v / 1000, v % 1000);
 }
 
 /* The largest unit that divides v exactly, so that parsing it back is lossless. */
@@ -754,6 +794,8 @@ static const struct type_ops type_ops[] = {
 			    .what = "a duration (like 500ms, 30s, 5m, 1h, 2d)" },
 	[TYPE_MODE] = { .scan = scan_mode, .format = format_mode, .width = sizeof(unsigned),
 			.what = "an octal mode (like 0660)" },
+	[TYPE_MILLI] = { .scan = scan_milli, .format = format_milli, .width = sizeof(uint64_t),
+			 .what = "a decimal number (like 0.5 or 2)" },
 	[TYPE_ENUM] = { .parse = parse_enum, .dump = dump_enum },
 	[TYPE_LOG_LEVEL] = { .parse = parse_log_level, .dump = dump_log_level },
 	[TYPE_BIND_RO] = { .parse = parse_bind_ro, .dump = dump_binds, .release = free_binds,

@@ -51,6 +51,9 @@ struct template_config {
 	uint64_t lease_ttl_ms;	/* longest a lease lives without release */
 	uint64_t max_output;	/* bytes of stdout+stderr kept per exec */
 	uint64_t workspace_size; /* bytes of the /workspace tmpfs */
+	uint64_t memory;	/* bytes, cgroup memory limit */
+	unsigned pids;		/* cgroup pids limit */
+	uint64_t cpu_milli;	/* thousandths of a CPU, cgroup CPU quota */
 	enum sandbox_network network;
 	char *rootfs;		/* "host" or a directory */
 	struct bind_mount binds[CONFIG_MAX_BINDS];
