@@ -184,7 +184,7 @@ static unsigned scan_proc(bool (*match)(const char *pid, const void *arg), const
 
 static bool is_orphan(const char *pid, const void *arg)
 {
-	char path[64], buf[512];
+	char path[300], buf[512];
 	FILE *fp;
 	int ppid = -1;
 	char *rp;
@@ -201,7 +201,7 @@ static bool is_orphan(const char *pid, const void *arg)
 
 static bool has_comm(const char *pid, const void *arg)
 {
-	char path[64], buf[64] = "";
+	char path[300], buf[64] = "";
 	FILE *fp;
 
 	snprintf(path, sizeof(path), "/proc/%s/comm", pid);
@@ -217,15 +217,56 @@ static bool has_comm(const char *pid, const void *arg)
 
 unsigned count_orphans(void)
 {
-	/* Reap what already died; count what still lives. */
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		;
-	return scan_proc(is_orphan, NULL);
+	unsigned n = 0;
+
+	/* Leftovers die asynchronously (a death signal, a namespace being
+	 * torn down): give them two seconds, reaping as they go. */
+	for (int i = 0; i < 200; i++) {
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		n = scan_proc(is_orphan, NULL);
+		if (n == 0)
+			break;
+		sleep_ms(10);
+	}
+	return n;
 }
 
-unsigned count_processes_named(const char *name)
+static pid_t parent_of(pid_t pid)
 {
-	return scan_proc(has_comm, name);
+	char path[64], buf[512];
+	FILE *fp;
+	int ppid = -1;
+	char *rp;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fp = fopen(path, "r");
+	if (!fp)
+		return -1;
+	if (fgets(buf, sizeof(buf), fp) && (rp = strrchr(buf, ')')))
+		sscanf(rp + 2, "%*c %d", &ppid);
+	fclose(fp);
+	return ppid;
+}
+
+static bool descends_named(const char *pid, const void *arg)
+{
+	const struct fixture *f = arg;
+	pid_t p = (pid_t)atoi(pid);
+
+	if (!has_comm(pid, "sandpool-agent"))
+		return false;
+	for (int depth = 0; p > 1 && depth < 64; depth++) {
+		p = parent_of(p);
+		if (p == f->pid)
+			return true;
+	}
+	return false;
+}
+
+unsigned count_agents(const struct fixture *f)
+{
+	return scan_proc(descends_named, f);
 }
 
 unsigned count_open_fds(void)

@@ -38,8 +38,8 @@ long long fixture_stat(const struct fixture *f, const char *tmpl, const char *fi
 
 /* Processes re-parented to the test process (orphans the daemon left). */
 unsigned count_orphans(void);
-/* Processes whose comm is name. */
-unsigned count_processes_named(const char *name);
+/* sandpool-agent processes (sandbox PID 1s) descending from f's daemon. */
+unsigned count_agents(const struct fixture *f);
 unsigned count_open_fds(void);
 const char *builddir(void);
 
