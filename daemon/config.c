@@ -220,6 +220,11 @@ static const struct config_key config_keys[] = {
 	  .max = UINT32_MAX - 1, .help = "uid user code runs as inside sandboxes (not 0)" },
 	{ DAEMON("sandbox_gid", TYPE_UINT, sandbox_gid), .def = "65534", .min = 1,
 	  .max = UINT32_MAX - 1, .help = "gid user code runs as inside sandboxes (not 0)" },
+	{ DAEMON("host_uid_base", TYPE_UINT, host_uid_base), .def = "1000000000", .min = 65536,
+	  .max = 4000000000u,
+	  .help = "first host uid/gid for sandboxes; each takes two (its root and its user)" },
+	{ DAEMON("cgroup_root", TYPE_STRING, cgroup_root), .max = 1024,
+	  .help = "cgroup for sandboxes, relative to the hierarchy root; empty: automatic" },
 
 	{ TEMPLATE("enabled", TYPE_BOOL, enabled), .def = "yes",
 	  .help = "no: skip this template without deleting its section" },

@@ -79,6 +79,8 @@ struct config {
 	char *agent_path;	/* sandpool-agent binary */
 	uid_t sandbox_uid;	/* uid/gid user code runs as inside sandboxes */
 	gid_t sandbox_gid;
+	uid_t host_uid_base;	/* sandbox N owns host ids base+2N (its root) and base+2N+1 */
+	char *cgroup_root;	/* "" (auto) or a path inside the cgroup hierarchy */
 
 	struct template_config *templates[CONFIG_MAX_TEMPLATES];
 	unsigned n_templates;

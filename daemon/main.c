@@ -24,6 +24,7 @@
 #include "ipc/server.h"
 #include "pool/lease.h"
 #include "pool/pool.h"
+#include "sandbox/cgroup.h"
 #include "sandbox/local.h"
 #include "sandbox/spawner.h"
 
@@ -36,6 +37,7 @@ struct daemon {
 	struct config *cfg;
 	struct event_base *base;
 	struct spawner *spawner;
+	struct cgroup_layout cg;
 	struct ipc_server *srv;
 	struct event *sig_term, *sig_int, *sig_hup;
 	struct event *deadline;
@@ -180,6 +182,24 @@ static void signal_ready(void)
 	}
 }
 
+/* Finds the cgroup hierarchy and removes what a killed predecessor left. */
+static void prepare_cgroups(void)
+{
+	char err[512] = "";
+	unsigned swept;
+
+	if (cgroup_setup(&d.cg, d.cfg->cgroup_root ? d.cfg->cgroup_root : "", err, sizeof(err)) < 0)
+		die("cgroups: %s", err);
+	if (d.cg.version == 0) {
+		log_warn("NO RESOURCE LIMITS: %s; memory, pids and cpus are not enforced", err);
+		return;
+	}
+	swept = cgroup_sweep(&d.cg);
+	if (swept)
+		log_info("removed %u sandbox cgroups left by a previous run", swept);
+	log_info("sandbox cgroups: v%d under %s", d.cg.version, d.cg.base[0][0] ? d.cg.base[0] : d.cg.base[1]);
+}
+
 static gid_t socket_gid(const struct config *cfg)
 {
 	struct group *g;
@@ -208,7 +228,7 @@ static int setup_runtime(void)
 		return -ENOMEM;
 	if ((rc = spawner_attach(d.spawner, d.base)) < 0 || (rc = lease_table_init(d.base)) < 0)
 		return rc;
-	local_backend_init(d.base, d.spawner, d.cfg);
+	local_backend_init(d.base, d.spawner, d.cfg, &d.cg);
 	rpc_init(d.cfg);
 	rc = pool_system_init(d.base, d.cfg, rpc_sandbox_lost);
 	if (rc < 0)
@@ -335,7 +355,9 @@ int main(int argc, char **argv)
 	if (d.lock_fd < 0)
 		return 1;
 	/* Before the event base and any thread: the spawner is a plain fork. */
-	rc = spawner_start(&d.spawner, d.cfg->agent_path);
+	prepare_cgroups();
+	rc = spawner_start(&d.spawner, d.cfg->agent_path, &d.cg,
+			   &(struct spawner_ids){ d.cfg->host_uid_base, d.cfg->max_sandboxes });
 	if (rc < 0)
 		die("cannot start the sandbox spawner: %s", strerror(-rc));
 	rc = setup_runtime();

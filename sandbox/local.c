@@ -15,6 +15,7 @@
 
 #include "ipc/codec.h"
 #include "ipc/sandpool.h"
+#include "sandbox/cgroup.h"
 #include "sandbox/spawner.h"
 
 /* A sandbox that is not up by then is abandoned as failed. */
@@ -33,17 +34,36 @@ struct local_sandbox {
 	bool spawning; /* a spawner request is outstanding */
 	bool exited;
 	bool gone_reported;
+	struct cgroup_events seen; /* limit events already blamed on an exec */
 };
 
 static struct event_base *local_base;
 static struct spawner *local_spawner;
 static const struct config *local_cfg;
+static const struct cgroup_layout *local_cg;
 
-void local_backend_init(struct event_base *base, struct spawner *sp, const struct config *cfg)
+void local_backend_init(struct event_base *base, struct spawner *sp, const struct config *cfg,
+			const struct cgroup_layout *cg)
 {
 	local_base = base;
 	local_spawner = sp;
 	local_cfg = cfg;
+	local_cg = cg;
+}
+
+/* An exec that died or failed may have met a cgroup limit; the counters
+ * say which. Only read for such execs, so clean ones cost nothing. */
+static void blame_limits(struct local_sandbox *ls, struct exec_result *res)
+{
+	struct cgroup_events ev;
+
+	if ((res->exited && res->exit_code == 0) || cgroup_read_events(local_cg, ls->sb->id, &ev) < 0)
+		return;
+	if (ev.oom_kills > ls->seen.oom_kills && res->signal == SIGKILL)
+		res->limit = EXEC_LIMIT_OOM;
+	else if (ev.pids_max > ls->seen.pids_max && res->limit != EXEC_LIMIT_OUTPUT)
+		res->limit = EXEC_LIMIT_PIDS;
+	ls->seen = ev;
 }
 
 static struct local_sandbox *ls_of(struct sandbox *sb)
@@ -133,6 +153,7 @@ static void on_response(struct local_sandbox *ls, const struct rpc_msg *m)
 		else if (len == 12 && !memcmp(s, "output_limit", 12))
 			res.limit = EXEC_LIMIT_OUTPUT;
 	}
+	blame_limits(ls, &res);
 	sandbox_exec_finish(ex, &res, 0, NULL);
 }
 
@@ -213,6 +234,8 @@ static void report_gone(struct local_sandbox *ls)
 	if (ls->gone_reported)
 		return;
 	ls->gone_reported = true;
+	if (spawner_reap(local_spawner, ls->sb->id) < 0)
+		sb_log_warn(ls->sb, "could not ask the spawner to remove its cgroup");
 	sandbox_backend_gone(ls->sb);
 }
 
@@ -289,6 +312,9 @@ static int local_create(struct sandbox *sb)
 	p->gid = local_cfg->sandbox_gid;
 	p->network = t->network;
 	p->workspace_size = t->workspace_size;
+	p->limits.memory = t->memory;
+	p->limits.pids = t->pids;
+	p->limits.cpu_milli = t->cpu_milli;
 	p->max_frame = local_cfg->max_frame;
 	if (t->rootfs && strcmp(t->rootfs, "host") != 0)
 		snprintf(p->rootfs, sizeof(p->rootfs), "%s", t->rootfs);

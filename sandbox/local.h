@@ -14,9 +14,12 @@
 struct event_base;
 struct spawner;
 
-/* The backend reads cfg (uid, gid, max_frame) at each create; cfg and sp
- * must outlive every local sandbox. */
-void local_backend_init(struct event_base *base, struct spawner *sp, const struct config *cfg);
+struct cgroup_layout;
+
+/* The backend reads cfg (uid, gid, max_frame) at each create; cfg, sp and
+ * cg must outlive every local sandbox. */
+void local_backend_init(struct event_base *base, struct spawner *sp, const struct config *cfg,
+			const struct cgroup_layout *cg);
 
 extern const struct sandbox_backend local_backend;
 

@@ -34,6 +34,10 @@ const char *exec_limit_name(enum exec_limit l)
 		return "timeout";
 	case EXEC_LIMIT_OUTPUT:
 		return "output_limit";
+	case EXEC_LIMIT_OOM:
+		return "oom_killed";
+	case EXEC_LIMIT_PIDS:
+		return "pids_limit";
 	case EXEC_LIMIT_NONE:
 		break;
 	}

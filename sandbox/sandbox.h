@@ -37,6 +37,8 @@ enum exec_limit {
 	EXEC_LIMIT_NONE,
 	EXEC_LIMIT_TIMEOUT,
 	EXEC_LIMIT_OUTPUT,
+	EXEC_LIMIT_OOM,	 /* the sandbox's memory limit killed it */
+	EXEC_LIMIT_PIDS, /* forks were refused at the sandbox's pids limit */
 };
 
 const char *exec_limit_name(enum exec_limit l); /* NULL for NONE */

@@ -243,6 +243,13 @@ static unsigned long locked_flags(const char *path)
 		f |= MS_NOEXEC;
 	if (sv.f_flag & ST_NOSUID)
 		f |= MS_NOSUID;
+	/* Inside a user namespace atime flags are locked too. */
+	if (sv.f_flag & ST_NOATIME)
+		f |= MS_NOATIME;
+	if (sv.f_flag & ST_NODIRATIME)
+		f |= MS_NODIRATIME;
+	if (sv.f_flag & ST_RELATIME)
+		f |= MS_RELATIME;
 	return f;
 }
 

@@ -14,12 +14,14 @@
 #include <sys/types.h>
 
 #include "daemon/config.h"
+#include "sandbox/cgroup.h"
 
 /* What the spawner needs to build one sandbox (decoded from the daemon). */
 struct spawn_params {
 	char id[32];
-	uid_t uid;
+	uid_t uid; /* inside the sandbox; mapped to a host uid of the sandbox's own */
 	gid_t gid;
+	struct cgroup_limits limits;
 	enum sandbox_network network;
 	uint64_t workspace_size;
 	uint64_t max_frame;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -46,6 +47,30 @@ struct spawner {
 
 /* ---- the spawner process ----------------------------------------------- */
 
+/* Spawner-process state, copied in by fork. */
+static struct cgroup_layout sp_cg;
+static struct spawner_ids sp_ids;
+/* Which sandbox holds each host-id slot ("" when free). */
+static char (*sp_slots)[32];
+
+static int slot_alloc(const char *id)
+{
+	for (unsigned i = 0; i < sp_ids.n_slots; i++) {
+		if (!sp_slots[i][0]) {
+			snprintf(sp_slots[i], sizeof(sp_slots[i]), "%s", id);
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+static void slot_free(const char *id)
+{
+	for (unsigned i = 0; i < sp_ids.n_slots; i++)
+		if (!strcmp(sp_slots[i], id))
+			sp_slots[i][0] = '\0';
+}
+
 static int decode_params(const msgpack_object *m, struct spawn_params *p, uint32_t *serial)
 {
 	const msgpack_object_array *binds = NULL;
@@ -70,8 +95,11 @@ static int decode_params(const msgpack_object *m, struct spawn_params *p, uint32
 		return -EINVAL;
 	p->network = v == NETWORK_HOST ? NETWORK_HOST : NETWORK_NONE;
 	if (ipc_get_uint(m, "workspace_size", &p->workspace_size) < 0 ||
-	    ipc_get_uint(m, "max_frame", &p->max_frame) < 0)
+	    ipc_get_uint(m, "max_frame", &p->max_frame) < 0 ||
+	    ipc_get_uint(m, "memory", &p->limits.memory) < 0 ||
+	    ipc_get_uint(m, "cpu_milli", &p->limits.cpu_milli) < 0 || ipc_get_uint(m, "pids", &v) < 0)
 		return -EINVAL;
+	p->limits.pids = (unsigned)v;
 	if (ipc_get_str(m, "rootfs", &s, &len) == 0) {
 		if (len >= sizeof(p->rootfs))
 			return -EINVAL;
@@ -130,15 +158,26 @@ static void send_reply(int sock, const struct spawn_reply *r, int ctrl_fd, int p
 }
 
 static void __attribute__((noreturn))
-child_main(const struct setup_plan *plan, const struct spawn_params *p, int ctrl, int agent_fd)
+child_main(const struct setup_plan *plan, const struct spawn_params *p, int ctrl, int agent_fd, int go_fd)
 {
 	char uid[16], gid[16], frame[24];
 	char *argv[] = { "sandpool-agent", "--uid", uid, "--gid", gid, "--max-frame", frame, NULL };
 	char *envp[] = { "PATH=/usr/local/bin:/usr/bin:/bin", NULL };
 	sigset_t all;
+	char go;
 	int c, a;
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* Nothing happens until the spawner has written our id maps and put
+	 * us in our cgroup: set-up must already run as the mapped ids and be
+	 * charged to the sandbox. */
+	if (read(go_fd, &go, 1) != 1)
+		_exit(1);
+	close(go_fd);
+	/* Become the namespace's root, i.e. the sandbox's own host uid: files
+	 * we create must belong to an id that exists in here. */
+	if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0)
+		setup_fail(ctrl, "switch to the namespace's root");
 	signal(SIGCHLD, SIG_DFL);
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
@@ -162,28 +201,84 @@ child_main(const struct setup_plan *plan, const struct spawn_params *p, int ctrl
 	setup_fail(3, "execveat sandpool-agent");
 }
 
+static int write_map(pid_t pid, const char *file, unsigned inner_user, unsigned host_base)
+{
+	char path[64], map[96];
+	int fd, len, rc = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+	/* Inner root is the sandbox's own unprivileged host id; the user code
+	 * id is the next one. Nothing else exists inside. */
+	len = snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", host_base, inner_user, host_base + 1);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, map, (size_t)len) != len)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+static void reply_error(int sock, uint32_t serial, int err, const char *what)
+{
+	struct spawn_reply r = { .serial = serial, .err = err };
+
+	snprintf(r.msg, sizeof(r.msg), "%s: %s", what, strerror(-err));
+	send_reply(sock, &r, -1, -1);
+}
+
+/* Ids, maps and cgroup for a just-cloned child, then lets it go on. */
+static int admit_child(pid_t pid, const struct spawn_params *p, int slot, int go_fd, const char **what)
+{
+	unsigned base = sp_ids.uid_base + 2u * (unsigned)slot;
+	int rc;
+
+	*what = "uid_map";
+	if ((rc = write_map(pid, "uid_map", p->uid, base)) < 0)
+		return rc;
+	*what = "gid_map";
+	if ((rc = write_map(pid, "gid_map", p->gid, base)) < 0)
+		return rc;
+	*what = "cgroup";
+	if ((rc = cgroup_attach(&sp_cg, p->id, pid)) < 0)
+		return rc;
+	*what = "release";
+	if (write(go_fd, "g", 1) != 1)
+		return -errno;
+	return 0;
+}
+
 static void spawn_one(int sock, int agent_fd, uint32_t serial, const struct spawn_params *p)
 {
 	struct spawn_reply r = { .serial = serial };
 	struct setup_plan plan;
-	int sv[2], pidfd = -1;
+	int sv[2] = { -1, -1 }, go[2] = { -1, -1 }, pidfd = -1, slot, rc;
 	struct clone_args ca = { 0 };
+	const char *what = "clone3";
+	char err[256];
 	long pid;
 
+	slot = slot_alloc(p->id);
+	if (slot < 0) {
+		reply_error(sock, serial, -EAGAIN, "no free host uid slot");
+		return;
+	}
+	if (cgroup_create(&sp_cg, p->id, &p->limits, err, sizeof(err)) < 0) {
+		r.err = -EIO;
+		snprintf(r.msg, sizeof(r.msg), "%s", err);
+		send_reply(sock, &r, -1, -1);
+		slot_free(p->id);
+		return;
+	}
 	if (setup_plan_build(&plan, p) < 0) {
-		r.err = -ENOMEM;
-		snprintf(r.msg, sizeof(r.msg), "building set-up plan: out of memory");
-		send_reply(sock, &r, -1, -1);
-		return;
+		reply_error(sock, serial, -ENOMEM, "set-up plan");
+		goto fail;
 	}
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-		r.err = -errno;
-		snprintf(r.msg, sizeof(r.msg), "socketpair: %s", strerror(errno));
-		send_reply(sock, &r, -1, -1);
-		setup_plan_free(&plan);
-		return;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(go, O_CLOEXEC) < 0) {
+		reply_error(sock, serial, -errno, "socketpair");
+		goto fail_plan;
 	}
-	ca.flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
+	ca.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
 	if (p->network == NETWORK_NONE)
 		ca.flags |= CLONE_NEWNET;
 	ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
@@ -191,20 +286,56 @@ static void spawn_one(int sock, int agent_fd, uint32_t serial, const struct spaw
 	pid = syscall(SYS_clone3, &ca, sizeof(ca));
 	if (pid == 0) {
 		close(sv[0]);
-		child_main(&plan, p, sv[1], agent_fd);
+		close(go[1]);
+		child_main(&plan, p, sv[1], agent_fd, go[0]);
 	}
-	close(sv[1]);
 	if (pid < 0) {
-		r.err = -errno;
-		snprintf(r.msg, sizeof(r.msg), "clone3: %s", strerror(errno));
-		send_reply(sock, &r, -1, -1);
-	} else {
-		r.pid = (int32_t)pid;
-		send_reply(sock, &r, sv[0], pidfd);
-		close(pidfd);
+		reply_error(sock, serial, -errno, "clone3");
+		goto fail_plan;
 	}
+	close(go[0]);
+	go[0] = -1;
+	rc = admit_child((pid_t)pid, p, slot, go[1], &what);
+	if (rc < 0) {
+		syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+		close(pidfd);
+		reply_error(sock, serial, rc, what);
+		goto fail_plan;
+	}
+	r.pid = (int32_t)pid;
+	send_reply(sock, &r, sv[0], pidfd);
+	close(pidfd);
+	close(go[1]);
 	close(sv[0]);
+	close(sv[1]);
 	setup_plan_free(&plan);
+	return;
+
+fail_plan:
+	for (int i = 0; i < 2; i++) {
+		if (sv[i] >= 0)
+			close(sv[i]);
+		if (go[i] >= 0)
+			close(go[i]);
+	}
+	setup_plan_free(&plan);
+fail:
+	cgroup_destroy(&sp_cg, p->id);
+	slot_free(p->id);
+}
+
+/* {op: "reap", id}: copies id out and says yes. */
+static bool is_reap(const msgpack_object *m, char *id, size_t idlen)
+{
+	const char *s;
+	uint32_t len;
+
+	if (ipc_get_str(m, "op", &s, &len) < 0 || len != 4 || memcmp(s, "reap", 4) ||
+	    ipc_get_str(m, "id", &s, &len) < 0 || len >= idlen)
+		return false;
+	memcpy(id, s, len);
+	id[len] = '\0';
+	return true;
 }
 
 static void __attribute__((noreturn)) spawner_main(int sock, int agent_fd)
@@ -230,16 +361,23 @@ static void __attribute__((noreturn)) spawner_main(int sock, int agent_fd)
 		uint32_t serial = 0;
 		ssize_t n = recv(sock, buf, sizeof(buf), 0);
 
-		if (n == 0)
+		if (n == 0) {
+			/* The daemon is gone: leave no group behind. */
+			cgroup_sweep(&sp_cg);
 			_exit(0);
+		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			_exit(1);
 		}
 		msgpack_unpacked_init(&up);
-		if (msgpack_unpack_next(&up, buf, (size_t)n, NULL) != MSGPACK_UNPACK_SUCCESS ||
-		    decode_params(&up.data, &p, &serial) < 0) {
+		memset(&p, 0, sizeof(p));
+		if (msgpack_unpack_next(&up, buf, (size_t)n, NULL) == MSGPACK_UNPACK_SUCCESS &&
+		    is_reap(&up.data, p.id, sizeof(p.id))) {
+			cgroup_destroy(&sp_cg, p.id);
+			slot_free(p.id);
+		} else if (up.data.type != MSGPACK_OBJECT_MAP || decode_params(&up.data, &p, &serial) < 0) {
 			struct spawn_reply r = { .serial = serial, .err = -EINVAL };
 
 			snprintf(r.msg, sizeof(r.msg), "malformed spawn request");
@@ -252,13 +390,16 @@ static void __attribute__((noreturn)) spawner_main(int sock, int agent_fd)
 	}
 }
 
-int spawner_start(struct spawner **out, const char *agent_path)
+int spawner_start(struct spawner **out, const char *agent_path, const struct cgroup_layout *cg,
+		  const struct spawner_ids *ids)
 {
 	struct spawner *sp;
 	int sv[2], agent_fd;
 	pid_t parent = getpid();
 	pid_t pid;
 
+	sp_cg = *cg;
+	sp_ids = *ids;
 	agent_fd = open(agent_path, O_PATH | O_CLOEXEC);
 	if (agent_fd < 0) {
 		int err = -errno;
@@ -295,6 +436,9 @@ int spawner_start(struct spawner **out, const char *agent_path)
 		fcntl(4, F_SETFD, FD_CLOEXEC);
 		close_range(5, ~0U, 0);
 		prctl(PR_SET_NAME, "sandpool-spawn");
+		sp_slots = calloc(sp_ids.n_slots, sizeof(*sp_slots));
+		if (!sp_slots)
+			_exit(1);
 		spawner_main(3, 4);
 	}
 	close(sv[1]);
@@ -392,8 +536,11 @@ int spawner_attach(struct spawner *sp, struct event_base *base)
 
 static void pack_params(msgpack_packer *pk, uint32_t serial, const struct spawn_params *p)
 {
-	msgpack_pack_map(pk, 9);
+	msgpack_pack_map(pk, 12);
 	ipc_pack_kv_uint(pk, "serial", serial);
+	ipc_pack_kv_uint(pk, "memory", p->limits.memory);
+	ipc_pack_kv_uint(pk, "pids", p->limits.pids);
+	ipc_pack_kv_uint(pk, "cpu_milli", p->limits.cpu_milli);
 	ipc_pack_kv_str(pk, "id", p->id);
 	ipc_pack_kv_uint(pk, "uid", p->uid);
 	ipc_pack_kv_uint(pk, "gid", p->gid);
@@ -447,6 +594,24 @@ int spawner_request(struct spawner *sp, const struct spawn_params *p, spawn_done
 	pd->arg = arg;
 	TAILQ_INSERT_TAIL(&sp->pending, pd, link);
 	return 0;
+}
+
+int spawner_reap(struct spawner *sp, const char *id)
+{
+	msgpack_sbuffer sbuf;
+	msgpack_packer pk;
+	ssize_t n;
+
+	if (sp->sock < 0)
+		return -EPIPE;
+	msgpack_sbuffer_init(&sbuf);
+	msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2);
+	ipc_pack_kv_str(&pk, "op", "reap");
+	ipc_pack_kv_str(&pk, "id", id);
+	n = send(sp->sock, sbuf.data, sbuf.size, MSG_DONTWAIT | MSG_NOSIGNAL);
+	msgpack_sbuffer_destroy(&sbuf);
+	return n < 0 ? -errno : 0;
 }
 
 void spawner_cancel(struct spawner *sp, void *arg)

@@ -26,13 +26,25 @@ struct spawner;
 typedef void (*spawn_done_fn)(void *arg, int err, const char *errmsg, pid_t pid, int ctrl_fd,
 			      int pidfd);
 
-/* Forks the spawner. Call before threads or the event base exist. */
-int spawner_start(struct spawner **out, const char *agent_path) __attribute__((warn_unused_result));
+/* Host ids of sandboxes: each sandbox gets uid_base + 2 * slot (its
+ * root) and the next one (its user); slots < n_slots. */
+struct spawner_ids {
+	uid_t uid_base;
+	unsigned n_slots;
+};
+
+/* Forks the spawner. Call before threads or the event base exist. cg must
+ * be set up already; the spawner keeps a copy. */
+int spawner_start(struct spawner **out, const char *agent_path, const struct cgroup_layout *cg,
+		  const struct spawner_ids *ids) __attribute__((warn_unused_result));
 int spawner_attach(struct spawner *sp, struct event_base *base) __attribute__((warn_unused_result));
 int spawner_request(struct spawner *sp, const struct spawn_params *p, spawn_done_fn cb, void *arg)
 	__attribute__((warn_unused_result));
 /* Forgets every pending request for arg; a late reply's sandbox is killed. */
 void spawner_cancel(struct spawner *sp, void *arg);
+/* The sandbox id is gone: the spawner kills what is left of its cgroup,
+ * removes it and frees its host ids. No reply. */
+int spawner_reap(struct spawner *sp, const char *id);
 /* Closes the socket (the spawner exits) and frees. */
 void spawner_stop(struct spawner *sp);
 

@@ -1,0 +1,66 @@
+/*
+ * Per-sandbox cgroups on cgroup v2 (memory.max, pids.max, cpu.max,
+ * cgroup.kill) or v1 (memory, pids, cpu and freezer hierarchies). Owns
+ * the layout found at start-up: which version, and the directory under
+ * which every sandbox gets a group named after its id.
+ *
+ * Creation and removal run in the spawner (they are filesystem writes
+ * that may wait); the daemon only reads the small event counters that say
+ * whether a limit was hit.
+ */
+#ifndef SANDPOOL_SANDBOX_CGROUP_H
+#define SANDPOOL_SANDBOX_CGROUP_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum cgroup_ctrl {
+	CG_MEMORY,
+	CG_PIDS,
+	CG_CPU,
+	CG_FREEZER, /* v1 only: stops a group so that a kill cannot be outrun */
+	CG_NCTRL,
+};
+
+struct cgroup_layout {
+	int version; /* 0: no usable cgroups, 1 or 2 */
+	/* v2: base[0] is the sandboxes' parent; v1: one parent per controller
+	 * ("" when that controller is not mounted). */
+	char base[CG_NCTRL][PATH_MAX];
+};
+
+struct cgroup_limits {
+	uint64_t memory;    /* bytes */
+	unsigned pids;
+	uint64_t cpu_milli; /* thousandths of a CPU */
+};
+
+/* What a sandbox's group saw; counters only grow. */
+struct cgroup_events {
+	uint64_t oom_kills;
+	uint64_t pids_max; /* forks refused at pids.max */
+};
+
+/*
+ * Finds the hierarchy and prepares root (a path relative to the
+ * hierarchy's root, or "" for <own cgroup>/sandpool), moving the calling
+ * process into a leaf when v2 requires it. Returns 0, or -errno with a
+ * message in err; a host without usable cgroups yields version 0.
+ */
+int cgroup_setup(struct cgroup_layout *l, const char *root, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+/* Creates the sandbox's group(s) and writes limits. */
+int cgroup_create(const struct cgroup_layout *l, const char *id, const struct cgroup_limits *lim,
+		  char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Moves process pid into the sandbox's group(s). */
+int cgroup_attach(const struct cgroup_layout *l, const char *id, pid_t pid)
+	__attribute__((warn_unused_result));
+/* Kills everything in the group and removes it. */
+int cgroup_destroy(const struct cgroup_layout *l, const char *id);
+/* Removes every sandbox group left under the base (a previous daemon's). */
+unsigned cgroup_sweep(const struct cgroup_layout *l);
+int cgroup_read_events(const struct cgroup_layout *l, const char *id, struct cgroup_events *ev);
+
+#endif
