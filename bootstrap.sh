@@ -38,7 +38,17 @@ run)
 test)
 	deps
 	build
-	make -j"$(nproc)" check || { cat tests/*.log 2>/dev/null | tail -n 200; exit 1; }
+	status=0
+	make -j"$(nproc)" check || status=$?
+	# Every check suite's verdict, then one line for all of them.
+	grep -h -E '^[0-9]+%: Checks: ' tests/*.log tests/*/*.log 2>/dev/null || true
+	cat tests/*.log tests/*/*.log 2>/dev/null | awk '
+		/^[0-9]+%: Checks: / { gsub(",", ""); c += $3; f += $5 + $7 }
+		END { printf "%d passed, %d failed\n", c - f, f }'
+	if [ "$status" -ne 0 ]; then
+		tail -n 200 test-suite.log 2>/dev/null
+		exit "$status"
+	fi
 	;;
 *)
 	echo "usage: $0 run|test" >&2
