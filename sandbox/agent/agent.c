@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -32,6 +33,7 @@
 #include "daemon/log.h"
 #include "ipc/codec.h"
 #include "ipc/sandpool.h"
+#include "sandbox/agent/seccomp.h"
 
 #define AGENT_CTRL_FD 3
 #define AGENT_MAX_EXECS 64
@@ -110,6 +112,20 @@ static struct {
 	struct exec_list free, running, draining;
 	struct agent_exec slots[AGENT_MAX_EXECS];
 } agent;
+
+/* The seccomp filter for user code, compiled once at start-up. */
+static struct sock_fprog user_filter;
+
+/* Per-process limits of user code; cgroups bound the sandbox as a whole. */
+static const struct {
+	int resource;
+	rlim_t value;
+} user_rlimits[] = {
+	{ RLIMIT_CORE, 0 },		/* no core files in /workspace */
+	{ RLIMIT_NOFILE, 4096 },	/* a descriptor leak fails, not the agent */
+	{ RLIMIT_FSIZE, 1ull << 32 },	/* no single file past 4 GiB */
+	{ RLIMIT_MEMLOCK, 64 << 10 },
+};
 
 /* Exec pipes are read one chunk at a time into this, then packed. */
 static char chunk_buf[AGENT_CHUNK_MAX];
@@ -615,6 +631,19 @@ static void __attribute__((noreturn)) child_main(const struct child_plan *c)
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 
+	for (size_t i = 0; i < sizeof(user_rlimits) / sizeof(user_rlimits[0]); i++) {
+		struct rlimit rl = { user_rlimits[i].value, user_rlimits[i].value };
+
+		if (setrlimit(user_rlimits[i].resource, &rl) < 0)
+			child_fail(rep, "setrlimit: %s", strerror(errno));
+	}
+	/* Empty the bounding and ambient sets while we may: after the uid
+	 * change below nothing can give user code a capability back. */
+	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			child_fail(rep, "drop capability %d: %s", cap, strerror(errno));
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		child_fail(rep, "clear ambient capabilities: %s", strerror(errno));
 	if (setgroups(0, NULL) < 0)
 		child_fail(rep, "setgroups: %s", strerror(errno));
 	if (setresgid(c->gid, c->gid, c->gid) < 0)
@@ -633,6 +662,9 @@ static void __attribute__((noreturn)) child_main(const struct child_plan *c)
 		child_fail(rep, "prctl(PR_SET_PDEATHSIG): %s", strerror(errno));
 	if (getppid() != c->agent_pid)
 		_exit(127); /* the agent died before PDEATHSIG was set: nobody to answer */
+	/* Last, as in bubblewrap: nothing after this needs a denied call. */
+	if (agent_seccomp_apply(&user_filter) < 0)
+		child_fail(rep, "seccomp: %s", strerror(errno));
 	child_execvpe(rep, c->argv, c->envp);
 }
 
@@ -1065,7 +1097,10 @@ static void agent_check_fds(void)
 static void agent_setup(void)
 {
 	struct sigaction ign = { .sa_handler = SIG_IGN };
+	int rc = agent_seccomp_build(&user_filter);
 
+	if (rc < 0)
+		die("building the seccomp filter: %s", strerror(-rc));
 	/* A reader that went away is an error return, not our death. */
 	sigaction(SIGPIPE, &ign, NULL);
 	/* Outside a PID namespace (tests, debugging), still inherit orphans so
@@ -1133,6 +1168,7 @@ static void agent_teardown(void)
 	bufferevent_free(agent.ctrl);
 	event_base_free(agent.base);
 	ipc_reader_destroy(&agent.reader);
+	free(user_filter.filter);
 }
 
 int main(int argc, char **argv)
