@@ -49,6 +49,8 @@ struct template_config {
 	unsigned max_total;	/* warm + creating + leased */
 	uint64_t timeout_ms;	/* default exec timeout */
 	uint64_t lease_ttl_ms;	/* longest a lease lives without release */
+	uint64_t session_idle_ttl_ms; /* a session's sandbox without a lease dies after this */
+	uint64_t session_max_age_ms;  /* a session ends this long after it began */
 	uint64_t max_output;	/* bytes of stdout+stderr kept per exec */
 	uint64_t workspace_size; /* bytes of the /workspace tmpfs */
 	uint64_t memory;	/* bytes, cgroup memory limit */

@@ -229,7 +229,8 @@ static int setup_runtime(void)
 	if ((rc = spawner_attach(d.spawner, d.base)) < 0 || (rc = lease_table_init(d.base)) < 0)
 		return rc;
 	local_backend_init(d.base, d.spawner, d.cfg, &d.cg);
-	rpc_init(d.cfg);
+	if ((rc = rpc_init(d.base, d.cfg)) < 0)
+		return rc;
 	rc = pool_system_init(d.base, d.cfg, rpc_sandbox_lost);
 	if (rc < 0)
 		return rc;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "daemon/log.h"
 #include "pool/lease.h"
 #include "pool/pool.h"
+#include "pool/session.h"
 #include "sandbox/sandbox.h"
 
 #define MAX_ARGS 4096
@@ -51,6 +53,9 @@ struct exec_spec {
 /* A sandbox.lease or run waiting for a sandbox. */
 struct rpc_wait {
 	struct pool_waiter w;
+	struct session_waiter sw; /* queued behind a busy session */
+	struct session *session;  /* the session this request is for, if any */
+	struct event *session_timer;
 	struct rpc_client *cl;
 	uint32_t msgid;
 	bool detached;
@@ -73,12 +78,17 @@ struct rpc_exec {
 };
 
 static const struct config *rpc_cfg;
+static struct event_base *rpc_base;
 static struct ipc_server *rpc_srv;
 static uint64_t next_exec_id = 1;
 
-void rpc_init(const struct config *cfg)
+static void on_session_expired(struct session *s, const char *why);
+
+int rpc_init(struct event_base *base, const struct config *cfg)
 {
+	rpc_base = base;
 	rpc_cfg = cfg;
+	return session_table_init(base, on_session_expired);
 }
 
 void rpc_set_server(struct ipc_server *srv)
@@ -301,10 +311,16 @@ static int parse_exec_spec(const msgpack_object *params, const struct template_c
 
 /* ---- leases ------------------------------------------------------------ */
 
-static void end_lease(struct lease *l, const char *why)
+static void end_session(struct session *s, enum sandpool_errcode code, const char *why);
+static void serve_session(struct session *s);
+
+/* Ends l. A session's sandbox is kept for the session when keep says the
+ * lease ended normally; any other sandbox is destroyed. */
+static void end_lease(struct lease *l, const char *why, bool keep)
 {
 	struct sandbox *sb = l->sb;
 	struct rpc_client *cl = l->owner;
+	struct session *s = sb ? sb->session : NULL;
 
 	if (cl) {
 		TAILQ_REMOVE(&cl->leases, l, owner_link);
@@ -316,21 +332,35 @@ static void end_lease(struct lease *l, const char *why)
 	if (sb)
 		sb->lease = NULL;
 	lease_free(l);
-	if (sb)
+	if (!sb)
+		return;
+	if (s && keep) {
+		pool_hold(sb);
+		s->busy = false;
+		session_idle_start(s);
+		serve_session(s);
+		return;
+	}
+	if (s)
+		end_session(s, SANDPOOL_E_ABORTED, why);
+	else
 		pool_release(sb);
 }
 
 static void on_lease_expired(struct lease *l)
 {
 	log_info("lease %s expired (lease_ttl)", l->id);
-	end_lease(l, "lease_ttl expired");
+	lease_note_expired(l);
+	end_lease(l, "lease_ttl expired", false);
 }
 
 void rpc_sandbox_lost(struct sandbox *sb, const char *why)
 {
 	sandbox_execs_abort(sb, SANDPOOL_E_BACKEND_ERROR, why);
-	if (sb->lease)
-		end_lease(sb->lease, why);
+	if (sb->session)
+		end_session(sb->session, SANDPOOL_E_BACKEND_ERROR, why);
+	else if (sb->lease)
+		end_lease(sb->lease, why, false);
 	else
 		pool_release(sb);
 }
@@ -365,6 +395,11 @@ static struct lease *lookup_lease(struct rpc_client *cl, const struct rpc_msg *m
 		return NULL;
 	}
 	l = lease_find(id, len);
+	if (!l && lease_expired_recently(id, len)) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_LEASE_EXPIRED,
+				     "lease %.*s expired (lease_ttl) and its sandbox was destroyed", (int)len, id);
+		return NULL;
+	}
 	if (!l || !l->sb) {
 		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_NOT_FOUND, "no lease %.*s",
 				     (int)(len > 64 ? 64 : len), id);
@@ -456,7 +491,7 @@ static void on_exec_done(struct sandbox_exec *ex, const struct exec_result *res,
 	}
 	rpc_exec_free(re);
 	if (run_sb && run_sb->lease)
-		end_lease(run_sb->lease, "run finished");
+		end_lease(run_sb->lease, "run finished", true);
 }
 
 /* Starts spec on sb for the client; on failure answers the request. */
@@ -509,16 +544,24 @@ static int start_exec(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb,
 
 static void pack_lease(msgpack_packer *pk, const struct lease *l, uint64_t waited_us)
 {
-	msgpack_pack_map(pk, 5);
+	msgpack_pack_map(pk, 7);
 	ipc_pack_kv_str(pk, "lease_id", l->id);
 	ipc_pack_kv_str(pk, "sandbox_id", l->sb->id);
 	ipc_pack_kv_str(pk, "template", l->sb->tmpl->name);
 	ipc_pack_kv_bool(pk, "warm", l->warm);
 	ipc_pack_kv_uint(pk, "waited_us", waited_us);
+	ipc_pack_kv_str(pk, "session", l->sb->session ? l->sb->session->name : NULL);
+	ipc_pack_kv_bool(pk, "reused", l->reused);
 }
 
 static void rpc_wait_free(struct rpc_wait *rw)
 {
+	if (rw->session_timer) {
+		TAILQ_REMOVE(&rw->session->waiters, &rw->sw, link);
+		event_free(rw->session_timer);
+	}
+	if (rw->session && rw->session->acquiring == rw)
+		rw->session->acquiring = NULL;
 	if (rw->cl)
 		TAILQ_REMOVE(&rw->cl->waits, rw, link);
 	exec_spec_free(rw->run);
@@ -526,7 +569,7 @@ static void rpc_wait_free(struct rpc_wait *rw)
 }
 
 /* A sandbox for a lease or run request: grant it and answer or run. */
-static void leased(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb, bool warm,
+static void leased(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb, bool warm, bool reused,
 		   bool detached, uint64_t requested_us, const struct exec_spec *run)
 {
 	uint64_t waited = monotonic_us() - requested_us;
@@ -538,13 +581,14 @@ static void leased(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb, bo
 		return;
 	}
 	l->warm = warm;
+	l->reused = reused;
 	l->requested_us = requested_us;
 	if (!run) {
 		pack_lease(ipc_conn_reply_ok(cl->conn, msgid), l, waited);
 		return;
 	}
 	if (start_exec(cl, msgid, sb, run, &re) < 0) {
-		end_lease(l, "run could not start");
+		end_lease(l, "run could not start", true);
 		return;
 	}
 	re->run_sb = sb;
@@ -553,22 +597,194 @@ static void leased(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb, bo
 	snprintf(re->sandbox_id, sizeof(re->sandbox_id), "%s", sb->id);
 }
 
+/* A fresh sandbox for a new session: they belong together from now on. */
+static void bind_session(struct session *s, struct sandbox *sb)
+{
+	s->sb = sb;
+	sb->session = s;
+}
+
 static void on_wait_done(struct pool_waiter *w, struct sandbox *sb, int errcode, const char *msg)
 {
 	struct rpc_wait *rw = (struct rpc_wait *)w;
 	struct rpc_client *cl = rw->cl;
+	struct session *s = rw->session;
 
-	if (!sb)
+	if (s)
+		s->acquiring = NULL;
+	if (!sb) {
 		ipc_conn_reply_error(cl->conn, rw->msgid, (enum sandpool_errcode)errcode, "%s", msg);
-	else
-		leased(cl, rw->msgid, sb, false, rw->detached, rw->requested_us, rw->run);
+		if (s)
+			end_session(s, (enum sandpool_errcode)errcode, msg);
+	} else {
+		if (s)
+			bind_session(s, sb);
+		leased(cl, rw->msgid, sb, false, false, rw->detached, rw->requested_us, rw->run);
+	}
+	rw->session = NULL;
 	rpc_wait_free(rw);
+}
+
+/* Hands a held session sandbox to the next queued request, if any. */
+static void take_session(struct rpc_client *cl, uint32_t msgid, struct session *s, bool detached,
+			 uint64_t requested_us, const struct exec_spec *run)
+{
+	session_idle_stop(s);
+	s->busy = true;
+	pool_reuse(s->sb);
+	leased(cl, msgid, s->sb, true, true, detached, requested_us, run);
+}
+
+static void serve_session(struct session *s)
+{
+	struct session_waiter *sw = TAILQ_FIRST(&s->waiters);
+	struct rpc_wait *rw;
+
+	if (!sw || s->busy || !s->sb)
+		return;
+	rw = (struct rpc_wait *)((char *)sw - offsetof(struct rpc_wait, sw));
+	take_session(rw->cl, rw->msgid, s, rw->detached, rw->requested_us, rw->run);
+	rpc_wait_free(rw);
+}
+
+static void on_session_wait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct rpc_wait *rw = arg;
+
+	ipc_conn_reply_error(rw->cl->conn, rw->msgid, SANDPOOL_E_SESSION_BUSY,
+			     "session %s stayed busy for wait_ms", rw->session->name);
+	rpc_wait_free(rw);
+}
+
+/* Fails every request queued on s, cancels the one building its sandbox,
+ * destroys the sandbox and forgets the session. */
+static void end_session(struct session *s, enum sandpool_errcode code, const char *why)
+{
+	struct session_waiter *sw;
+	struct sandbox *sb = s->sb;
+
+	log_debug("session %s ended: %s", s->name, why);
+	while ((sw = TAILQ_FIRST(&s->waiters))) {
+		struct rpc_wait *rw = (struct rpc_wait *)((char *)sw - offsetof(struct rpc_wait, sw));
+
+		ipc_conn_reply_error(rw->cl->conn, rw->msgid, code, "session %s ended: %s", s->name, why);
+		rpc_wait_free(rw);
+	}
+	if (s->acquiring) {
+		struct rpc_wait *rw = s->acquiring;
+
+		pool_waiter_cancel(&rw->w);
+		ipc_conn_reply_error(rw->cl->conn, rw->msgid, code, "session %s ended: %s", s->name, why);
+		rw->session = NULL;
+		rpc_wait_free(rw);
+	}
+	s->sb = NULL;
+	session_free(s);
+	if (!sb)
+		return;
+	sb->session = NULL;
+	if (sb->lease)
+		end_lease(sb->lease, why, false);
+	else
+		pool_release(sb);
+}
+
+static void on_session_expired(struct session *s, const char *why)
+{
+	log_info("session %s: %s", s->name, why);
+	end_session(s, SANDPOOL_E_ABORTED, why);
+}
+
+/* sandbox.lease/run naming a session: its own sandbox when it has one. */
+static void acquire_session(struct rpc_client *cl, const struct rpc_msg *m, struct pool *p,
+			    const char *name, uint32_t len, uint64_t wait_ms, bool detached,
+			    struct exec_spec *run)
+{
+	const struct template_config *t = pool_template(p);
+	uid_t uid = ipc_conn_uid(cl->conn);
+	struct session *s = session_find(name, len);
+	struct sandbox *sb = NULL;
+	struct rpc_wait *rw;
+	char msg[512];
+	int rc;
+
+	if (s && s->uid != uid) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_FORBIDDEN, "session %s belongs to another user",
+				     s->name);
+		goto out;
+	}
+	if (s && s->pool != p) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_BAD_REQUEST,
+				     "session %s is bound to template %s", s->name, pool_template(s->pool)->name);
+		goto out;
+	}
+	if (s && !s->busy && s->sb) {
+		take_session(cl, m->msgid, s, detached, monotonic_us(), run);
+		goto out;
+	}
+	rw = calloc(1, sizeof(*rw));
+	if (!rw) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_INTERNAL, "out of memory");
+		goto out;
+	}
+	rw->cl = cl;
+	rw->msgid = m->msgid;
+	rw->detached = detached;
+	rw->requested_us = monotonic_us();
+	rw->run = run;
+	run = NULL;
+	if (s) {
+		struct timeval tv = { .tv_sec = (time_t)(wait_ms / 1000),
+				      .tv_usec = (suseconds_t)(wait_ms % 1000) * 1000 };
+
+		if (wait_ms)
+			rw->session_timer = evtimer_new(rpc_base, on_session_wait_timeout, rw);
+		if (!rw->session_timer) {
+			ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_SESSION_BUSY,
+					     "session %s has a lease already", s->name);
+			exec_spec_free(rw->run);
+			free(rw);
+			goto out;
+		}
+		rw->session = s;
+		TAILQ_INSERT_TAIL(&s->waiters, &rw->sw, link);
+		TAILQ_INSERT_TAIL(&cl->waits, rw, link);
+		evtimer_add(rw->session_timer, &tv);
+		goto out;
+	}
+	s = session_new(name, len, uid, p, t->session_idle_ttl_ms, t->session_max_age_ms);
+	if (!s) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_INTERNAL, "out of memory");
+		exec_spec_free(rw->run);
+		free(rw);
+		goto out;
+	}
+	s->busy = true;
+	rw->w.on_done = on_wait_done;
+	rc = pool_acquire(p, &rw->w, wait_ms, &sb, msg, sizeof(msg));
+	if (rc == 0) {
+		bind_session(s, sb);
+		leased(cl, m->msgid, sb, true, false, detached, rw->requested_us, rw->run);
+		exec_spec_free(rw->run);
+		free(rw);
+	} else if (rc < 0) {
+		ipc_conn_reply_error(cl->conn, m->msgid, (enum sandpool_errcode)-rc, "%s", msg);
+		session_free(s);
+		exec_spec_free(rw->run);
+		free(rw);
+	} else {
+		rw->session = s;
+		s->acquiring = rw;
+		TAILQ_INSERT_TAIL(&cl->waits, rw, link);
+	}
+out:
+	exec_spec_free(run);
 }
 
 static void acquire(struct rpc_client *cl, const struct rpc_msg *m, struct exec_spec *run)
 {
-	const char *name;
-	uint32_t len;
+	const char *name, *sname = NULL;
+	uint32_t len, slen = 0;
 	struct pool *p;
 	struct sandbox *sb = NULL;
 	struct rpc_wait *rw;
@@ -595,11 +811,21 @@ static void acquire(struct rpc_client *cl, const struct rpc_msg *m, struct exec_
 		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_BAD_REQUEST, "detached must be a boolean");
 		goto fail;
 	}
+	rc = ipc_get_str(m->params, "session", &sname, &slen);
+	if (rc == -EINVAL || (rc == 0 && !session_name_valid(sname, slen))) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_BAD_REQUEST,
+				     "session must be 1 to %d characters of [A-Za-z0-9._:@-]", SESSION_NAME_MAX);
+		goto fail;
+	}
 	if (!run && !detached && cl->n_leases >= rpc_cfg->max_leases_per_conn) {
 		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_LIMIT_EXCEEDED,
 				     "this connection holds max_leases_per_conn (%u) leases",
 				     rpc_cfg->max_leases_per_conn);
 		goto fail;
+	}
+	if (rc == 0) {
+		acquire_session(cl, m, p, sname, slen, wait_ms, detached, run);
+		return;
 	}
 	rw = calloc(1, sizeof(*rw));
 	if (!rw) {
@@ -610,7 +836,7 @@ static void acquire(struct rpc_client *cl, const struct rpc_msg *m, struct exec_
 	rc = pool_acquire(p, &rw->w, wait_ms, &sb, msg, sizeof(msg));
 	if (rc == 0) {
 		free(rw);
-		leased(cl, m->msgid, sb, true, detached, now, run);
+		leased(cl, m->msgid, sb, true, false, detached, now, run);
 		exec_spec_free(run);
 		return;
 	}
@@ -677,15 +903,17 @@ static void m_pool_stats(struct rpc_client *cl, const struct rpc_msg *m)
 	msgpack_packer *pk = ipc_conn_reply_ok(cl->conn, m->msgid);
 	unsigned n = pool_count();
 
-	msgpack_pack_map(pk, 3);
+	msgpack_pack_map(pk, 4);
+	ipc_pack_kv_uint(pk, "sessions", session_count());
 	ipc_pack_cstr(pk, "templates");
 	msgpack_pack_array(pk, n);
 	for (unsigned i = 0; i < n; i++) {
 		struct pool_figures f;
 
 		pool_get_figures(pool_at(i), &f);
-		msgpack_pack_map(pk, 8 + 6);
+		msgpack_pack_map(pk, 9 + 7);
 		ipc_pack_kv_str(pk, "name", pool_template(pool_at(i))->name);
+		ipc_pack_kv_uint(pk, "held", f.held);
 		ipc_pack_kv_uint(pk, "warm", f.warm);
 		ipc_pack_kv_uint(pk, "leased", f.leased);
 		ipc_pack_kv_uint(pk, "creating", f.creating);
@@ -713,7 +941,7 @@ static void m_release(struct rpc_client *cl, const struct rpc_msg *m)
 
 	if (!l)
 		return;
-	end_lease(l, "released");
+	end_lease(l, "released", true);
 	pk = ipc_conn_reply_ok(cl->conn, m->msgid);
 	msgpack_pack_map(pk, 1);
 	ipc_pack_kv_bool(pk, "released", true);
@@ -762,6 +990,49 @@ static void m_run(struct rpc_client *cl, const struct rpc_msg *m)
 	acquire(cl, m, spec);
 }
 
+static void m_renew(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	struct lease *l = lookup_lease(cl, m);
+	msgpack_packer *pk;
+
+	if (!l)
+		return;
+	lease_renew(l, l->sb->tmpl->lease_ttl_ms);
+	pk = ipc_conn_reply_ok(cl->conn, m->msgid);
+	msgpack_pack_map(pk, 2);
+	ipc_pack_kv_str(pk, "lease_id", l->id);
+	ipc_pack_kv_uint(pk, "ttl_ms", l->sb->tmpl->lease_ttl_ms);
+}
+
+static void m_session_end(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	const char *name;
+	uint32_t len;
+	struct session *s;
+	uid_t uid = ipc_conn_uid(cl->conn);
+	msgpack_packer *pk;
+
+	if (ipc_get_str(m->params, "session", &name, &len) < 0) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_BAD_REQUEST, "session (a string) is required");
+		return;
+	}
+	s = session_find(name, len);
+	if (!s) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_NOT_FOUND, "no session %.*s",
+				     (int)(len > 128 ? 128 : len), name);
+		return;
+	}
+	if (s->uid != uid && uid != 0) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_FORBIDDEN, "session %s belongs to another user",
+				     s->name);
+		return;
+	}
+	end_session(s, SANDPOOL_E_ABORTED, "session.end");
+	pk = ipc_conn_reply_ok(cl->conn, m->msgid);
+	msgpack_pack_map(pk, 1);
+	ipc_pack_kv_bool(pk, "ended", true);
+}
+
 static const struct rpc_method {
 	const char *name;
 	void (*fn)(struct rpc_client *cl, const struct rpc_msg *m);
@@ -771,6 +1042,8 @@ static const struct rpc_method {
 	{ "pool.stats", m_pool_stats },
 	{ "sandbox.lease", m_lease },
 	{ "sandbox.release", m_release },
+	{ "sandbox.renew", m_renew },
+	{ "session.end", m_session_end },
 	{ "sandbox.exec", m_exec },
 	{ "run", m_run },
 };
@@ -811,7 +1084,18 @@ static void on_close(struct ipc_conn *c)
 	if (!cl)
 		return;
 	while ((rw = TAILQ_FIRST(&cl->waits))) {
+		struct session *s = rw->session;
+
 		pool_waiter_cancel(&rw->w);
+		rw->cl = NULL;
+		TAILQ_REMOVE(&cl->waits, rw, link);
+		/* A session whose first sandbox was still coming ends with it. */
+		if (s && s->acquiring == rw) {
+			rw->session = NULL;
+			s->acquiring = NULL;
+			if (!s->sb)
+				session_free(s);
+		}
 		rpc_wait_free(rw);
 	}
 	/* Execs keep running until the agent confirms the kill; they only
@@ -822,7 +1106,7 @@ static void on_close(struct ipc_conn *c)
 		sandbox_exec_cancel(&re->ex);
 	}
 	while ((l = TAILQ_FIRST(&cl->leases)))
-		end_lease(l, "client disconnected");
+		end_lease(l, "client disconnected", true);
 	ipc_conn_set_data(c, NULL);
 	free(cl);
 }

@@ -31,6 +31,8 @@ extern "C" {
 	X(NOT_FOUND, "not_found")                                                                  \
 	X(FORBIDDEN, "forbidden")                                                                  \
 	X(POOL_EXHAUSTED, "pool_exhausted")                                                        \
+	X(SESSION_BUSY, "session_busy")                                                            \
+	X(LEASE_EXPIRED, "lease_expired")                                                          \
 	X(TIMEOUT, "timeout")                                                                      \
 	X(LIMIT_EXCEEDED, "limit_exceeded")                                                        \
 	X(BACKEND_ERROR, "backend_error")                                                          \

@@ -13,12 +13,17 @@
 #include "daemon/clock.h"
 #include "sandbox/sandbox.h"
 
+/* Expired ids remembered for lease_expired answers; older ones fall out. */
+#define EXPIRED_MEMORY 1024
+
 /* Ids are random, so their low bits index the table directly. */
 static struct {
 	struct event_base *base;
 	struct lease **buckets;
 	unsigned mask;
 	unsigned count;
+	uint64_t expired[EXPIRED_MEMORY];
+	unsigned expired_next;
 } lt;
 
 int lease_table_init(struct event_base *base)
@@ -113,12 +118,12 @@ struct lease *lease_new(struct sandbox *sb, uid_t uid, pid_t pid, uint64_t ttl_m
 	return l;
 }
 
-struct lease *lease_find(const char *id, size_t len)
+static int parse_id(const char *id, size_t len, uint64_t *out)
 {
 	uint64_t key = 0;
 
 	if (len != 19 || memcmp(id, "ls-", 3) != 0)
-		return NULL;
+		return -EINVAL;
 	for (size_t i = 3; i < len; i++) {
 		char c = id[i];
 		unsigned d;
@@ -128,10 +133,43 @@ struct lease *lease_find(const char *id, size_t len)
 		else if (c >= 'a' && c <= 'f')
 			d = (unsigned)(c - 'a' + 10);
 		else
-			return NULL;
+			return -EINVAL;
 		key = key << 4 | d;
 	}
-	return find_key(key);
+	*out = key;
+	return 0;
+}
+
+struct lease *lease_find(const char *id, size_t len)
+{
+	uint64_t key;
+
+	return parse_id(id, len, &key) == 0 ? find_key(key) : NULL;
+}
+
+void lease_renew(struct lease *l, uint64_t ttl_ms)
+{
+	struct timeval tv = { .tv_sec = (time_t)(ttl_ms / 1000),
+			      .tv_usec = (suseconds_t)(ttl_ms % 1000) * 1000 };
+
+	evtimer_add(l->ttl_timer, &tv);
+}
+
+void lease_note_expired(const struct lease *l)
+{
+	lt.expired[lt.expired_next++ % EXPIRED_MEMORY] = l->key;
+}
+
+bool lease_expired_recently(const char *id, size_t len)
+{
+	uint64_t key;
+
+	if (parse_id(id, len, &key) < 0)
+		return false;
+	for (unsigned i = 0; i < EXPIRED_MEMORY; i++)
+		if (lt.expired[i] == key && key)
+			return true;
+	return false;
 }
 
 void lease_free(struct lease *l)

@@ -22,6 +22,7 @@ struct lease {
 	uid_t uid;
 	pid_t pid;
 	bool warm;
+	bool reused; /* a session's own sandbox, not a fresh one */
 	uint64_t requested_us;
 	uint64_t acquired_us;
 	void *owner; /* the RPC layer's client, NULL when detached */
@@ -42,5 +43,10 @@ struct lease *lease_new(struct sandbox *sb, uid_t uid, pid_t pid, uint64_t ttl_m
 struct lease *lease_find(const char *id, size_t len);
 /* Removes l from the table and frees it; the caller deals with l->sb. */
 void lease_free(struct lease *l);
+/* Restarts l's lifetime: it now ends ttl_ms from now. */
+void lease_renew(struct lease *l, uint64_t ttl_ms);
+/* Remembers (boundedly) that id expired, so its holder hears why. */
+void lease_note_expired(const struct lease *l);
+bool lease_expired_recently(const char *id, size_t len);
 
 #endif

@@ -58,7 +58,7 @@ static struct {
 static unsigned pool_total(const struct pool *p)
 {
 	return p->count[SANDBOX_CREATING] + p->count[SANDBOX_WARM] + p->count[SANDBOX_LEASED] +
-	       p->count[SANDBOX_DESTROYING];
+	       p->count[SANDBOX_HELD] + p->count[SANDBOX_DESTROYING];
 }
 
 /* Counts one finished creation towards the start-up fill. */
@@ -92,7 +92,9 @@ static bool transition_ok(enum sandbox_state from, enum sandbox_state to)
 	case SANDBOX_WARM:
 		return to == SANDBOX_LEASED || to == SANDBOX_DESTROYING;
 	case SANDBOX_LEASED:
-		return to == SANDBOX_DESTROYING;
+		return to == SANDBOX_HELD || to == SANDBOX_DESTROYING;
+	case SANDBOX_HELD:
+		return to == SANDBOX_LEASED || to == SANDBOX_DESTROYING;
 	case SANDBOX_DESTROYING:
 		return to == SANDBOX_DEAD;
 	case SANDBOX_DEAD:
@@ -301,7 +303,8 @@ void sandbox_backend_failed(struct sandbox *sb, const char *why)
 		destroy(sb);
 		break;
 	case SANDBOX_LEASED:
-		sb_log_warn(sb, "lost while leased: %s", why);
+	case SANDBOX_HELD:
+		sb_log_warn(sb, "lost while %s: %s", sandbox_state_name(sb->state), why);
 		ps.on_lost(sb, why);
 		break;
 	case SANDBOX_DESTROYING:
@@ -385,6 +388,8 @@ void pool_system_shutdown(void (*on_empty)(void))
 		while ((w = TAILQ_FIRST(&p->waiters)))
 			waiter_fail(w, SANDPOOL_E_SHUTTING_DOWN, "the daemon is shutting down");
 		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_LEASED])))
+			ps.on_lost(sb, "the daemon is shutting down");
+		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_HELD])))
 			ps.on_lost(sb, "the daemon is shutting down");
 		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_WARM])))
 			destroy(sb);
@@ -513,11 +518,25 @@ void pool_release(struct sandbox *sb)
 	destroy(sb);
 }
 
+void pool_hold(struct sandbox *sb)
+{
+	sandbox_execs_abort(sb, SANDPOOL_E_ABORTED, "the lease ended");
+	sb->lease = NULL;
+	sandbox_set_state(sb, SANDBOX_HELD);
+}
+
+void pool_reuse(struct sandbox *sb)
+{
+	sandbox_set_state(sb, SANDBOX_LEASED);
+	sb->pool->stats.session_reuses++;
+}
+
 void pool_get_figures(const struct pool *p, struct pool_figures *out)
 {
 	out->warm = p->count[SANDBOX_WARM];
 	out->creating = p->count[SANDBOX_CREATING];
 	out->leased = p->count[SANDBOX_LEASED];
+	out->held = p->count[SANDBOX_HELD];
 	out->destroying = p->count[SANDBOX_DESTROYING];
 	out->waiting = p->n_waiting;
 	out->stats = p->stats;

@@ -28,7 +28,8 @@ struct pool;
 	X(exhausted)	  /* leases refused with pool_exhausted */                                 \
 	X(created)	  /* sandboxes that became ready */                                       \
 	X(create_failures) /* sandboxes that failed to come up */                                  \
-	X(destroyed)	  /* sandboxes destroyed */
+	X(destroyed)	  /* sandboxes destroyed */                                               \
+	X(session_reuses) /* leases served by a session's own sandbox */
 
 struct pool_stats {
 #define POOL_X(name) uint64_t name;
@@ -78,11 +79,15 @@ const struct template_config *pool_template(const struct pool *p);
 int pool_acquire(struct pool *p, struct pool_waiter *w, uint64_t wait_ms, struct sandbox **out,
 		 char *msg, size_t msglen);
 void pool_waiter_cancel(struct pool_waiter *w);
-/* Ends a LEASED sandbox's service: it is destroyed, never reused. */
+/* Ends a LEASED or HELD sandbox's service: it is destroyed, never reused. */
 void pool_release(struct sandbox *sb);
+/* A session's sandbox between leases: LEASED -> HELD, kept for it alone. */
+void pool_hold(struct sandbox *sb);
+/* HELD -> LEASED for the next lease of its session. */
+void pool_reuse(struct sandbox *sb);
 
 struct pool_figures {
-	unsigned warm, creating, leased, destroying, waiting;
+	unsigned warm, creating, leased, held, destroying, waiting;
 	struct pool_stats stats;
 	const char *last_error; /* NULL when none */
 	bool degraded;

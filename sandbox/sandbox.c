@@ -19,6 +19,8 @@ const char *sandbox_state_name(enum sandbox_state st)
 		return "warm";
 	case SANDBOX_LEASED:
 		return "leased";
+	case SANDBOX_HELD:
+		return "held";
 	case SANDBOX_DESTROYING:
 		return "destroying";
 	case SANDBOX_DEAD:

@@ -21,11 +21,13 @@
 struct pool;
 struct sandbox;
 struct lease;
+struct session;
 
 enum sandbox_state {
 	SANDBOX_CREATING,   /* pool->creating: the backend is building it */
 	SANDBOX_WARM,	    /* pool->warm: ready, waiting for a lease */
 	SANDBOX_LEASED,	    /* pool->leased: serving exactly one lease */
+	SANDBOX_HELD,	    /* pool->held: kept for its session between leases */
 	SANDBOX_DESTROYING, /* pool->destroying: killed, waiting until nothing is left */
 	SANDBOX_DEAD,	    /* on no list: about to be freed */
 };
@@ -101,6 +103,7 @@ struct sandbox {
 	const struct sandbox_backend *backend;
 	void *backend_state; /* owned by the backend */
 	struct lease *lease; /* while LEASED */
+	struct session *session; /* the session it is bound to, if any */
 	struct sandbox_exec_list execs;
 	unsigned n_execs;
 	uint64_t created_us; /* monotonic */
