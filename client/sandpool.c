@@ -45,10 +45,15 @@ static const char usage_text[] =
 	"                                the lease id\n"
 	"  exec LEASE [OPTIONS] [--] CMD ARGS\n"
 	"                                run CMD in a leased sandbox\n"
-	"  release LEASE                 end a lease; its sandbox is destroyed\n"
+	"  release LEASE                 end a lease; its sandbox is destroyed (unless it\n"
+	"                                belongs to a session)\n"
+	"  renew LEASE                   restart a lease's lease_ttl\n"
+	"  end-session NAME              end a session and destroy its sandbox\n"
 	"\n"
 	"run and exec options:\n"
 	"  -t, --template NAME   template to lease from (run, lease; default shell)\n"
+	"  -s, --session NAME    use session NAME's sandbox, created on first use and\n"
+	"                        kept between leases (run, lease)\n"
 	"      --wait SECONDS    how long to queue for a sandbox when the template is\n"
 	"                        at max_total (run, lease; default 0: fail at once)\n"
 	"      --timeout SECONDS kill CMD after this long (default: the template's)\n"
@@ -189,6 +194,7 @@ static int parse_seconds(const char *s, uint32_t *ms)
 /* What run, exec and lease were asked to do. */
 struct job {
 	const char *template_name;
+	const char *session;
 	uint32_t wait_ms;
 	uint32_t timeout_ms;
 	const char **env; /* NULL-terminated, pointing into argv */
@@ -209,6 +215,7 @@ static int parse_job(struct cli *cli, enum job_kind kind, struct job *job, int a
 	static const struct option run_opts[] = {
 		COMMON_LONGOPTS,
 		{"template", required_argument, NULL, 't'},
+		{"session", required_argument, NULL, 's'},
 		{"wait", required_argument, NULL, OPT_WAIT},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
 		{"env", required_argument, NULL, 'e'},
@@ -227,6 +234,7 @@ static int parse_job(struct cli *cli, enum job_kind kind, struct job *job, int a
 	static const struct option lease_opts[] = {
 		COMMON_LONGOPTS,
 		{"template", required_argument, NULL, 't'},
+		{"session", required_argument, NULL, 's'},
 		{"wait", required_argument, NULL, OPT_WAIT},
 		{NULL, 0, NULL, 0},
 	};
@@ -234,9 +242,9 @@ static int parse_job(struct cli *cli, enum job_kind kind, struct job *job, int a
 		const char *shortopts;
 		const struct option *longopts;
 	} kinds[] = {
-		[JOB_RUN] = {COMMON_SHORTOPTS "t:e:C:", run_opts},
+		[JOB_RUN] = {COMMON_SHORTOPTS "t:s:e:C:", run_opts},
 		[JOB_EXEC] = {COMMON_SHORTOPTS "e:C:", exec_opts},
-		[JOB_LEASE] = {COMMON_SHORTOPTS "t:", lease_opts},
+		[JOB_LEASE] = {COMMON_SHORTOPTS "t:s:", lease_opts},
 	};
 	int c, rc;
 
@@ -245,6 +253,9 @@ static int parse_job(struct cli *cli, enum job_kind kind, struct job *job, int a
 		switch (c) {
 		case 't':
 			job->template_name = optarg;
+			break;
+		case 's':
+			job->session = optarg;
 			break;
 		case OPT_WAIT:
 			if (parse_seconds(optarg, &job->wait_ms) < 0)
@@ -682,6 +693,7 @@ static int cmd_lease(struct cli *cli, int argc, char **argv)
 		.wait_ms = job.wait_ms,
 		/* The lease must outlive this process's connection. */
 		.detached = true,
+		.session = job.session,
 	};
 	rc = sandpool_lease(sp, &opts, &lease, &err);
 	sandpool_close(sp);
@@ -697,24 +709,41 @@ static int cmd_lease(struct cli *cli, int argc, char **argv)
 	return EXIT_SUCCESS;
 }
 
-static int cmd_release(struct cli *cli, int argc, char **argv)
+/* release, renew, end-session: one name in, nothing out. */
+static int one_name_command(struct cli *cli, int argc, char **argv, const char *what,
+			    int (*call)(struct sandpool *, const char *, struct sandpool_error *))
 {
 	struct sandpool_error err;
 	struct sandpool *sp;
-	int rc = parse_plain(cli, argc, argv, "LEASE");
+	int rc = parse_plain(cli, argc, argv, what);
 
 	if (rc != PARSE_ON)
 		return rc;
 	sp = cli_connect(cli);
 	if (!sp)
 		return EXIT_FAILED;
-	rc = sandpool_release(sp, argv[optind], &err);
+	rc = call(sp, argv[optind], &err);
 	sandpool_close(sp);
 	if (rc < 0) {
 		report(&err);
 		return EXIT_FAILED;
 	}
 	return EXIT_SUCCESS;
+}
+
+static int cmd_release(struct cli *cli, int argc, char **argv)
+{
+	return one_name_command(cli, argc, argv, "LEASE", sandpool_release);
+}
+
+static int cmd_renew(struct cli *cli, int argc, char **argv)
+{
+	return one_name_command(cli, argc, argv, "LEASE", sandpool_renew);
+}
+
+static int cmd_end_session(struct cli *cli, int argc, char **argv)
+{
+	return one_name_command(cli, argc, argv, "NAME", sandpool_session_end);
 }
 
 static void write_all(int fd, const char *p, size_t len)
@@ -830,6 +859,7 @@ static int run_job(const struct cli *cli, const struct job *job, const char *lea
 		.timeout_ms = job->timeout_ms,
 		/* --json prints the whole result, output included. */
 		.on_output = cli->json ? NULL : stream_output,
+		.session = job->session,
 	};
 	struct sandpool_error err;
 	struct sandpool *sp;
@@ -914,6 +944,8 @@ static const struct command {
 	{"lease", cmd_lease},
 	{"exec", cmd_exec},
 	{"release", cmd_release},
+	{"renew", cmd_renew},
+	{"end-session", cmd_end_session},
 };
 
 int main(int argc, char **argv)

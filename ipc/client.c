@@ -711,10 +711,12 @@ int sandpool_lease(struct sandpool *sp, const struct sandpool_lease_opts *opts,
 		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST, "no template given");
 	msgpack_sbuffer_init(&buf);
 	msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 3);
+	msgpack_pack_map(&pk, opts->session ? 4 : 3);
 	ipc_pack_kv_str(&pk, "template", opts->template_name);
 	ipc_pack_kv_uint(&pk, "wait_ms", opts->wait_ms);
 	ipc_pack_kv_bool(&pk, "detached", opts->detached);
+	if (opts->session)
+		ipc_pack_kv_str(&pk, "session", opts->session);
 	rc = call_packed(sp, "sandbox.lease", &buf, NULL, NULL, &reply, err);
 	msgpack_sbuffer_destroy(&buf);
 	if (rc < 0)
@@ -727,6 +729,7 @@ int sandpool_lease(struct sandpool *sp, const struct sandpool_lease_opts *opts,
 	get_strdup(&rp, "sandbox_id", &out->sandbox_id);
 	get_strdup(&rp, "template", &out->template_name);
 	get_bool(&rp, "warm", &out->warm);
+	get_bool(&rp, "reused", &out->reused);
 	get_uint(&rp, "waited_us", &out->waited_us);
 	if (rp.rc) {
 		sandpool_lease_free(out);
@@ -744,24 +747,41 @@ void sandpool_lease_free(struct sandpool_lease *lease)
 	memset(lease, 0, sizeof(*lease));
 }
 
-int sandpool_release(struct sandpool *sp, const char *lease_id, struct sandpool_error *err)
+/* A call whose only parameter is one string and whose result is ignored. */
+static int call_one_string(struct sandpool *sp, const char *method, const char *key, const char *val,
+			   struct sandpool_error *err)
 {
 	struct sandpool_reply *reply;
 	msgpack_sbuffer buf;
 	msgpack_packer pk;
 	int rc;
 
-	if (!lease_id)
-		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST, "no lease given");
+	if (!val)
+		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST, "no %s given", key);
 	msgpack_sbuffer_init(&buf);
 	msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 1);
-	ipc_pack_kv_str(&pk, "lease_id", lease_id);
-	rc = call_packed(sp, "sandbox.release", &buf, NULL, NULL, &reply, err);
+	ipc_pack_kv_str(&pk, key, val);
+	rc = call_packed(sp, method, &buf, NULL, NULL, &reply, err);
 	msgpack_sbuffer_destroy(&buf);
 	if (rc == 0)
 		sandpool_reply_free(reply);
 	return rc;
+}
+
+int sandpool_release(struct sandpool *sp, const char *lease_id, struct sandpool_error *err)
+{
+	return call_one_string(sp, "sandbox.release", "lease_id", lease_id, err);
+}
+
+int sandpool_renew(struct sandpool *sp, const char *lease_id, struct sandpool_error *err)
+{
+	return call_one_string(sp, "sandbox.renew", "lease_id", lease_id, err);
+}
+
+int sandpool_session_end(struct sandpool *sp, const char *session, struct sandpool_error *err)
+{
+	return call_one_string(sp, "session.end", "session", session, err);
 }
 
 static int exec_opts_check(const struct sandpool_exec_opts *o, struct sandpool_error *err)
@@ -936,9 +956,11 @@ int sandpool_run(struct sandpool *sp, const char *template_name, uint32_t wait_m
 		return rc;
 	msgpack_sbuffer_init(&buf);
 	msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 2 + exec_param_count(opts));
+	msgpack_pack_map(&pk, 2 + (opts->session != NULL) + exec_param_count(opts));
 	ipc_pack_kv_str(&pk, "template", template_name);
 	ipc_pack_kv_uint(&pk, "wait_ms", wait_ms);
+	if (opts->session)
+		ipc_pack_kv_str(&pk, "session", opts->session);
 	pack_exec_params(&pk, opts);
 	rc = exec_call(sp, "run", &buf, opts, true, out, err);
 	msgpack_sbuffer_destroy(&buf);

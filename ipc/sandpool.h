@@ -158,6 +158,7 @@ struct sandpool_lease_opts {
 	const char *template_name;
 	uint32_t wait_ms;  /* how long to queue at max_total; 0 fails at once */
 	bool detached;	   /* outlive this connection (until release or lease_ttl) */
+	const char *session; /* NULL, or a session name: its own sandbox comes back */
 };
 
 struct sandpool_lease {
@@ -165,6 +166,7 @@ struct sandpool_lease {
 	char *sandbox_id;
 	char *template_name;
 	bool warm;	    /* handed a sandbox that was already running */
+	bool reused;	    /* the session's own sandbox, with its state */
 	uint64_t waited_us;
 	struct sandpool_reply *reply;
 };
@@ -173,6 +175,12 @@ int sandpool_lease(struct sandpool *sp, const struct sandpool_lease_opts *opts,
 	__attribute__((warn_unused_result));
 void sandpool_lease_free(struct sandpool_lease *lease);
 int sandpool_release(struct sandpool *sp, const char *lease_id, struct sandpool_error *err)
+	__attribute__((warn_unused_result));
+/* Restarts a lease's lease_ttl. */
+int sandpool_renew(struct sandpool *sp, const char *lease_id, struct sandpool_error *err)
+	__attribute__((warn_unused_result));
+/* Ends a session and destroys its sandbox. */
+int sandpool_session_end(struct sandpool *sp, const char *session, struct sandpool_error *err)
 	__attribute__((warn_unused_result));
 
 enum sandpool_stream {
@@ -194,6 +202,7 @@ struct sandpool_exec_opts {
 	/* Non-NULL streams the output here instead of into the result. */
 	sandpool_output_fn on_output;
 	void *output_arg;
+	const char *session; /* sandpool_run() only: run in this session's sandbox */
 };
 
 struct sandpool_exec_result {
