@@ -1,0 +1,319 @@
+/*
+ * End-to-end tests of the pool engine: sessions, lease lifetimes, fair
+ * waiting at max_total, degraded templates. A real daemon each.
+ */
+#include "autoconfig.h"
+
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/harness.h"
+
+static struct fixture fx;
+
+static void stop_clean(void)
+{
+	if (fx.pid > 0) {
+		int rc = fixture_stop(&fx);
+
+		if (rc != 0)
+			fixture_dump_log(&fx);
+		ck_assert_int_eq(rc, 0);
+	}
+	ck_assert_uint_eq(count_orphans(), 0);
+	fixture_cleanup(&fx);
+}
+
+static char *run_in(struct sandpool *sp, const char *lease_id, const char *cmd)
+{
+	struct sandpool_exec_opts o = { .cmd = cmd };
+	struct sandpool_exec_result res = { 0 };
+	struct sandpool_error err;
+	char *out;
+
+	ck_assert_msg(sandpool_exec(sp, lease_id, &o, &res, &err) == 0, "exec %s: %s", cmd, err.message);
+	out = strdup(res.stdout_buf);
+	sandpool_exec_result_free(&res);
+	return out;
+}
+
+static int lease_session(struct sandpool *sp, const char *session, uint32_t wait_ms,
+			 struct sandpool_lease *l, struct sandpool_error *err)
+{
+	struct sandpool_lease_opts o = { .template_name = "shell", .session = session, .wait_ms = wait_ms };
+
+	memset(l, 0, sizeof(*l));
+	return sandpool_lease(sp, &o, l, err);
+}
+
+START_TEST(test_session_keeps_state)
+{
+	struct sandpool *a, *b;
+	struct sandpool_lease l1, l2;
+	struct sandpool_error err;
+	char *out, first_box[64];
+
+	fixture_start(&fx, "[template shell]\nmin_warm = 1\nmax_total = 4\n");
+	a = fixture_connect(&fx);
+	ck_assert_int_eq(lease_session(a, "agent-7", 0, &l1, &err), 0);
+	ck_assert(!l1.reused);
+	snprintf(first_box, sizeof(first_box), "%s", l1.sandbox_id);
+	free(run_in(a, l1.lease_id, "echo kept > /workspace/note; (sleep 300 &) ; true"));
+	ck_assert_int_eq(sandpool_release(a, l1.lease_id, &err), 0);
+	sandpool_lease_free(&l1);
+	/* The first client goes away entirely; the session stays. */
+	sandpool_close(a);
+
+	b = fixture_connect(&fx);
+	ck_assert_int_eq(lease_session(b, "agent-7", 0, &l2, &err), 0);
+	ck_assert(l2.reused);
+	ck_assert_str_eq(l2.sandbox_id, first_box);
+	out = run_in(b, l2.lease_id, "cat /workspace/note; pgrep -c sleep");
+	ck_assert_str_eq(out, "kept\n1\n");
+	free(out);
+	ck_assert_int_eq(fixture_stat(&fx, "shell", "session_reuses"), 1);
+
+	/* One lease per session at a time. */
+	ck_assert_int_ne(lease_session(b, "agent-7", 0, &l1, &err), 0);
+	ck_assert_int_eq(err.code, SANDPOOL_E_SESSION_BUSY);
+
+	/* Ending it destroys the sandbox: the next lease is a fresh one. */
+	ck_assert_int_eq(sandpool_session_end(b, "agent-7", &err), 0);
+	ck_assert_int_ne(sandpool_exec(b, l2.lease_id, &(struct sandpool_exec_opts){ .cmd = "true" },
+				       &(struct sandpool_exec_result){ 0 }, &err),
+			 0);
+	ck_assert_int_eq(lease_session(b, "agent-7", 0, &l1, &err), 0);
+	ck_assert(!l1.reused);
+	ck_assert_str_ne(l1.sandbox_id, first_box);
+	sandpool_lease_free(&l1);
+	sandpool_lease_free(&l2);
+	sandpool_close(b);
+	stop_clean();
+}
+END_TEST
+
+struct waiter_arg {
+	const char *sock;
+	int rc;
+	bool reused;
+};
+
+static void *wait_for_session(void *p)
+{
+	struct waiter_arg *w = p;
+	struct sandpool_error err;
+	struct sandpool *sp = sandpool_connect(w->sock, &err);
+	struct sandpool_lease l;
+
+	if (!sp)
+		return NULL;
+	w->rc = lease_session(sp, "shared", 5000, &l, &err);
+	if (w->rc == 0) {
+		w->reused = l.reused;
+		w->rc = sandpool_release(sp, l.lease_id, &err);
+		sandpool_lease_free(&l);
+	}
+	sandpool_close(sp);
+	return NULL;
+}
+
+START_TEST(test_session_wait)
+{
+	struct sandpool *sp;
+	struct sandpool_lease l;
+	struct sandpool_error err;
+	struct waiter_arg w = { .rc = -1 };
+	pthread_t th;
+
+	fixture_start(&fx, "[template shell]\nmin_warm = 1\n");
+	w.sock = fx.sock;
+	sp = fixture_connect(&fx);
+	ck_assert_int_eq(lease_session(sp, "shared", 0, &l, &err), 0);
+	pthread_create(&th, NULL, wait_for_session, &w);
+	usleep(300000);
+	ck_assert_int_eq(sandpool_release(sp, l.lease_id, &err), 0);
+	pthread_join(th, NULL);
+	ck_assert_int_eq(w.rc, 0);
+	ck_assert(w.reused);
+	sandpool_lease_free(&l);
+	sandpool_close(sp);
+	stop_clean();
+}
+END_TEST
+
+START_TEST(test_session_other_uid_forbidden)
+{
+	struct sandpool *sp;
+	struct sandpool_lease l;
+	struct sandpool_error err;
+	pid_t pid;
+	int status;
+
+	fixture_start(&fx, "socket_mode = 0666\n[template shell]\nmin_warm = 1\n");
+	sp = fixture_connect(&fx);
+	ck_assert_int_eq(lease_session(sp, "mine", 0, &l, &err), 0);
+	pid = fork();
+	if (pid == 0) {
+		struct sandpool *other;
+		struct sandpool_lease ol;
+		struct sandpool_error oerr;
+		int code;
+
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(10);
+		other = sandpool_connect(fx.sock, &oerr);
+		if (!other)
+			_exit(11);
+		/* Neither the session nor the lease id is theirs. */
+		code = lease_session(other, "mine", 0, &ol, &oerr) == 0 ? 12 :
+		       oerr.code != SANDPOOL_E_FORBIDDEN			 ? 13 :
+		       sandpool_release(other, l.lease_id, &oerr) == 0	 ? 14 :
+		       oerr.code != SANDPOOL_E_FORBIDDEN			 ? 15 :
+										   0;
+		_exit(code);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	sandpool_lease_free(&l);
+	sandpool_close(sp);
+	stop_clean();
+}
+END_TEST
+
+START_TEST(test_lease_expiry_and_idle_session)
+{
+	struct sandpool *sp;
+	struct sandpool_lease l, s1, s2;
+	struct sandpool_lease_opts o = { .template_name = "shell" };
+	struct sandpool_exec_result res = { 0 };
+	struct sandpool_error err;
+
+	fixture_start(&fx, "[template shell]\nmin_warm = 1\nlease_ttl = 1s\nsession_idle_ttl = 500ms\n");
+	sp = fixture_connect(&fx);
+	memset(&l, 0, sizeof(l));
+	ck_assert_int_eq(sandpool_lease(sp, &o, &l, &err), 0);
+	/* Renewing pushes expiry out; not renewing lets it lapse. */
+	usleep(700000);
+	ck_assert_int_eq(sandpool_renew(sp, l.lease_id, &err), 0);
+	usleep(700000);
+	ck_assert_int_eq(sandpool_exec(sp, l.lease_id, &(struct sandpool_exec_opts){ .cmd = "true" }, &res, &err), 0);
+	sandpool_exec_result_free(&res);
+	usleep(1300000);
+	ck_assert_int_ne(sandpool_exec(sp, l.lease_id, &(struct sandpool_exec_opts){ .cmd = "true" }, &res, &err), 0);
+	ck_assert_int_eq(err.code, SANDPOOL_E_LEASE_EXPIRED);
+	sandpool_lease_free(&l);
+
+	/* A session left idle past session_idle_ttl loses its sandbox. */
+	ck_assert_int_eq(lease_session(sp, "idle", 0, &s1, &err), 0);
+	ck_assert_int_eq(sandpool_release(sp, s1.lease_id, &err), 0);
+	usleep(900000);
+	ck_assert_int_eq(lease_session(sp, "idle", 0, &s2, &err), 0);
+	ck_assert(!s2.reused);
+	ck_assert_str_ne(s1.sandbox_id, s2.sandbox_id);
+	sandpool_lease_free(&s1);
+	sandpool_lease_free(&s2);
+	sandpool_close(sp);
+	stop_clean();
+}
+END_TEST
+
+#define WAITERS 100
+
+static void *one_lease(void *p)
+{
+	const char *sock = p;
+	struct sandpool_error err;
+	struct sandpool *sp = sandpool_connect(sock, &err);
+	struct sandpool_lease_opts o = { .template_name = "shell", .wait_ms = 120000 };
+	struct sandpool_lease l = { 0 };
+	struct sandpool_exec_result res = { 0 };
+	long ok = 0;
+
+	if (!sp)
+		return NULL;
+	sandpool_set_timeout_ms(sp, 150000);
+	if (sandpool_lease(sp, &o, &l, &err) == 0) {
+		ok = sandpool_exec(sp, l.lease_id, &(struct sandpool_exec_opts){ .cmd = "echo x" }, &res, &err) == 0 &&
+		     res.stdout_len == 2;
+		sandpool_exec_result_free(&res);
+		ok &= sandpool_release(sp, l.lease_id, &err) == 0;
+		sandpool_lease_free(&l);
+	} else {
+		fprintf(stderr, "lease: %s\n", err.message);
+	}
+	sandpool_close(sp);
+	return (void *)ok;
+}
+
+START_TEST(test_hundred_waiters_at_max_total)
+{
+	pthread_t th[WAITERS];
+	long served = 0;
+
+	fixture_start(&fx, "max_connections = 256\n[template shell]\nmin_warm = 2\nmax_total = 4\n");
+	for (int i = 0; i < WAITERS; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, one_lease, fx.sock), 0);
+	for (int i = 0; i < WAITERS; i++) {
+		void *r;
+
+		pthread_join(th[i], &r);
+		served += (long)r;
+	}
+	ck_assert_int_eq(served, WAITERS);
+	ck_assert_int_eq(fixture_stat(&fx, "shell", "waiting"), 0);
+	ck_assert_int_eq(fixture_stat(&fx, "shell", "leased"), 0);
+	stop_clean();
+}
+END_TEST
+
+START_TEST(test_degraded_fails_fast)
+{
+	struct sandpool *sp;
+	struct sandpool_lease l = { 0 };
+	struct sandpool_lease_opts o = { .template_name = "broken" };
+	struct sandpool_error err;
+
+	fixture_start(&fx, "[template broken]\nmin_warm = 1\nrootfs = /nonexistent-rootfs\n"
+			   "[template shell]\nmin_warm = 1\n");
+	for (int i = 0; i < 500 && fixture_stat(&fx, "broken", "create_failures") < 3; i++)
+		usleep(10000);
+	ck_assert_int_ge(fixture_stat(&fx, "broken", "create_failures"), 3);
+	sp = fixture_connect(&fx);
+	ck_assert_int_ne(sandpool_lease(sp, &o, &l, &err), 0);
+	ck_assert_int_eq(err.code, SANDPOOL_E_BACKEND_ERROR);
+	ck_assert_ptr_nonnull(strstr(err.message, "degraded"));
+	/* Other templates keep serving. */
+	o.template_name = "shell";
+	ck_assert_int_eq(sandpool_lease(sp, &o, &l, &err), 0);
+	sandpool_lease_free(&l);
+	sandpool_close(sp);
+	stop_clean();
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("pool");
+	TCase *tc = tcase_create("pool");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 180);
+	tcase_add_test(tc, test_session_keeps_state);
+	tcase_add_test(tc, test_session_wait);
+	tcase_add_test(tc, test_session_other_uid_forbidden);
+	tcase_add_test(tc, test_lease_expiry_and_idle_session);
+	tcase_add_test(tc, test_hundred_waiters_at_max_total);
+	tcase_add_test(tc, test_degraded_fails_fast);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
