@@ -46,6 +46,7 @@ struct template_config {
 	enum backend_kind backend;
 	char *language;		/* "python", "javascript", "bash", "shell", ... informational + code.run default */
 	unsigned min_warm;	/* sandboxes kept warm */
+	unsigned max_warm;	/* the demand-driven target's ceiling */
 	unsigned max_total;	/* warm + creating + leased */
 	uint64_t timeout_ms;	/* default exec timeout */
 	uint64_t lease_ttl_ms;	/* longest a lease lives without release */

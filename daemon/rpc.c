@@ -911,9 +911,19 @@ static void m_pool_stats(struct rpc_client *cl, const struct rpc_msg *m)
 		struct pool_figures f;
 
 		pool_get_figures(pool_at(i), &f);
-		msgpack_pack_map(pk, 9 + 7);
+		msgpack_pack_map(pk, 9 + 7 + 8);
 		ipc_pack_kv_str(pk, "name", pool_template(pool_at(i))->name);
 		ipc_pack_kv_uint(pk, "held", f.held);
+		ipc_pack_kv_uint(pk, "target", f.target);
+		ipc_pack_cstr(pk, "arrival_rate");
+		msgpack_pack_double(pk, f.arrival_rate);
+		ipc_pack_cstr(pk, "replenish_ms");
+		msgpack_pack_double(pk, f.replenish_ms);
+		ipc_pack_kv_uint(pk, "lease_wait_p50_us", f.lease_wait_p50_us);
+		ipc_pack_kv_uint(pk, "lease_wait_p99_us", f.lease_wait_p99_us);
+		ipc_pack_kv_uint(pk, "create_p50_us", f.create_p50_us);
+		ipc_pack_kv_uint(pk, "create_p99_us", f.create_p99_us);
+		ipc_pack_kv_uint(pk, "sessions", session_count_in(pool_at(i)));
 		ipc_pack_kv_uint(pk, "warm", f.warm);
 		ipc_pack_kv_uint(pk, "leased", f.leased);
 		ipc_pack_kv_uint(pk, "creating", f.creating);

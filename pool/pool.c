@@ -10,6 +10,7 @@
 #include <sys/random.h>
 
 #include "ipc/sandpool.h"
+#include "pool/sizing.h"
 #include "sandbox/local.h"
 
 /* After this many failures in a row a template is degraded: leases that
@@ -32,9 +33,14 @@ struct pool {
 	unsigned consecutive_failures;
 	unsigned initial_outcomes; /* creations finished, counted up to min_warm */
 	struct event *backoff_timer;
+	struct event *sizing_timer; /* once a second: the demand-driven target */
+	struct event *age_timer;    /* when the oldest warm sandbox reaches max_warm_age */
 	bool backing_off;
 	bool degraded;
 	char last_error[512];
+	struct pool_sizing sizing;
+	struct sample_ring lease_wait_us;
+	struct sample_ring create_us;
 };
 
 static struct {
@@ -77,6 +83,14 @@ void pool_system_on_initial_fill(void (*cb)(void))
 	ps.on_initial_fill = cb;
 	if (ps.pools_filling == 0)
 		cb();
+}
+
+/* max_warm, never below min_warm nor above max_total. */
+static unsigned max_warm(const struct pool *p)
+{
+	unsigned m = p->tmpl->max_warm < p->tmpl->min_warm ? p->tmpl->min_warm : p->tmpl->max_warm;
+
+	return m > p->tmpl->max_total ? p->tmpl->max_total : m;
 }
 
 static void schedule_refill(void)
@@ -176,6 +190,7 @@ static void offer(struct sandbox *sb)
 	waiter_dequeue(w);
 	sandbox_set_state(sb, SANDBOX_LEASED);
 	p->stats.misses++;
+	sample_add(&p->lease_wait_us, monotonic_us() - w->since_us);
 	w->on_done(w, sb, 0, NULL);
 }
 
@@ -205,7 +220,7 @@ static void start_create(struct pool *p)
 
 static void refill_pool(struct pool *p)
 {
-	unsigned want = p->tmpl->min_warm + p->n_waiting;
+	unsigned want = p->sizing.target + p->n_waiting;
 
 	while (!ps.shutting_down && !p->backing_off &&
 	       p->count[SANDBOX_WARM] + p->count[SANDBOX_CREATING] < want &&
@@ -220,6 +235,15 @@ static void on_refill(evutil_socket_t fd, short what, void *arg)
 		refill_pool(ps.pools[(ps.refill_from + i) % ps.n_pools]);
 	if (ps.n_pools)
 		ps.refill_from = (ps.refill_from + 1) % ps.n_pools;
+}
+
+static void on_sizing_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool *p = arg;
+	unsigned before = p->sizing.target;
+
+	if (sizing_tick(&p->sizing, p->tmpl->min_warm, max_warm(p)) > before)
+		schedule_refill();
 }
 
 static void on_backoff_done(evutil_socket_t fd, short what, void *arg)
@@ -255,6 +279,8 @@ void sandbox_backend_ready(struct sandbox *sb)
 	if (sb->state != SANDBOX_CREATING)
 		return;
 	sb->ready_us = monotonic_us();
+	sizing_note_create(&p->sizing, sb->ready_us - sb->created_us);
+	sample_add(&p->create_us, sb->ready_us - sb->created_us);
 	p->stats.created++;
 	note_outcome(p);
 	p->consecutive_failures = 0;
@@ -368,9 +394,12 @@ int pool_system_init(struct event_base *base, const struct config *cfg,
 		TAILQ_INIT(&p->waiters);
 		if (p->tmpl->min_warm > 0)
 			ps.pools_filling++;
+		sizing_init(&p->sizing, p->tmpl->min_warm);
 		p->backoff_timer = evtimer_new(base, on_backoff_done, p);
-		if (!p->backoff_timer)
+		p->sizing_timer = event_new(base, -1, EV_PERSIST, on_sizing_tick, p);
+		if (!p->backoff_timer || !p->sizing_timer)
 			return -ENOMEM;
+		event_add(p->sizing_timer, &(struct timeval){ 1, 0 });
 	}
 	schedule_refill();
 	return 0;
@@ -411,6 +440,8 @@ void pool_system_free(void)
 	for (unsigned i = 0; i < ps.n_pools; i++) {
 		if (ps.pools[i]->backoff_timer)
 			event_free(ps.pools[i]->backoff_timer);
+		if (ps.pools[i]->sizing_timer)
+			event_free(ps.pools[i]->sizing_timer);
 		free(ps.pools[i]);
 	}
 	free(ps.pools);
@@ -468,9 +499,11 @@ int pool_acquire(struct pool *p, struct pool_waiter *w, uint64_t wait_ms, struct
 		snprintf(msg, msglen, "the daemon is shutting down");
 		return -SANDPOOL_E_SHUTTING_DOWN;
 	}
+	sizing_note_arrival(&p->sizing);
 	if (sb) {
 		sandbox_set_state(sb, SANDBOX_LEASED);
 		p->stats.hits++;
+		sample_add(&p->lease_wait_us, 0);
 		schedule_refill();
 		*out = sb;
 		return 0;
@@ -540,6 +573,13 @@ void pool_get_figures(const struct pool *p, struct pool_figures *out)
 	out->destroying = p->count[SANDBOX_DESTROYING];
 	out->waiting = p->n_waiting;
 	out->stats = p->stats;
+	out->target = p->sizing.target;
+	out->arrival_rate = p->sizing.arrival_rate;
+	out->replenish_ms = p->sizing.replenish_s * 1000.0;
+	out->lease_wait_p50_us = sample_percentile(&p->lease_wait_us, 50);
+	out->lease_wait_p99_us = sample_percentile(&p->lease_wait_us, 99);
+	out->create_p50_us = sample_percentile(&p->create_us, 50);
+	out->create_p99_us = sample_percentile(&p->create_us, 99);
 	out->last_error = p->last_error[0] ? p->last_error : NULL;
 	out->degraded = p->degraded;
 }

@@ -88,6 +88,11 @@ void pool_reuse(struct sandbox *sb);
 
 struct pool_figures {
 	unsigned warm, creating, leased, held, destroying, waiting;
+	unsigned target;     /* warm sandboxes wanted now (docs/POOL.md) */
+	double arrival_rate; /* leases per second */
+	double replenish_ms; /* time to create one */
+	uint32_t lease_wait_p50_us, lease_wait_p99_us;
+	uint32_t create_p50_us, create_p99_us;
 	struct pool_stats stats;
 	const char *last_error; /* NULL when none */
 	bool degraded;

@@ -40,6 +40,16 @@ unsigned session_count(void)
 	return st.count;
 }
 
+unsigned session_count_in(const struct pool *pool)
+{
+	const struct session *s;
+	unsigned n = 0;
+
+	TAILQ_FOREACH(s, &st.all, link)
+		n += s->pool == pool;
+	return n;
+}
+
 bool session_name_valid(const char *name, size_t len)
 {
 	if (len == 0 || len > SESSION_NAME_MAX)

@@ -44,6 +44,8 @@ int session_table_init(struct event_base *base, void (*on_expire)(struct session
 	__attribute__((warn_unused_result));
 void session_table_free(void);
 unsigned session_count(void);
+/* Sessions bound to pool (for pool.stats; walks the list). */
+unsigned session_count_in(const struct pool *pool);
 
 /* A name is 1..128 bytes of [A-Za-z0-9._:@-]. */
 bool session_name_valid(const char *name, size_t len);

@@ -296,6 +296,61 @@ START_TEST(test_degraded_fails_fast)
 }
 END_TEST
 
+struct burst {
+	const char *sock;
+	volatile bool stop;
+};
+
+static void *burst_client(void *p)
+{
+	struct burst *b = p;
+	struct sandpool_error err;
+	struct sandpool *sp = sandpool_connect(b->sock, &err);
+
+	while (sp && !b->stop) {
+		struct sandpool_lease_opts o = { .template_name = "shell", .wait_ms = 10000 };
+		struct sandpool_lease l = { 0 };
+
+		if (sandpool_lease(sp, &o, &l, &err) == 0) {
+			if (sandpool_release(sp, l.lease_id, &err) < 0)
+				break;
+			sandpool_lease_free(&l);
+		}
+	}
+	if (sp)
+		sandpool_close(sp);
+	return NULL;
+}
+
+START_TEST(test_target_follows_demand)
+{
+	struct burst b = { .stop = false };
+	pthread_t th[6];
+	long long peak = 0, t;
+
+	fixture_start(&fx, "[template shell]\nmin_warm = 1\nmax_warm = 6\nmax_total = 16\n");
+	b.sock = fx.sock;
+	ck_assert(fixture_wait_warm(&fx, "shell", 1, 20000));
+	ck_assert_int_eq(fixture_stat(&fx, "shell", "target"), 1);
+	for (int i = 0; i < 6; i++)
+		pthread_create(&th[i], NULL, burst_client, &b);
+	for (int i = 0; i < 40; i++) {
+		usleep(100000);
+		t = fixture_stat(&fx, "shell", "target");
+		peak = t > peak ? t : peak;
+	}
+	b.stop = true;
+	for (int i = 0; i < 6; i++)
+		pthread_join(th[i], NULL);
+	ck_assert_int_gt(peak, 1);
+	/* Demand gone: the target decays back to min_warm. */
+	for (int i = 0; i < 150 && fixture_stat(&fx, "shell", "target") > 1; i++)
+		usleep(100000);
+	ck_assert_int_eq(fixture_stat(&fx, "shell", "target"), 1);
+	stop_clean();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pool");
@@ -310,6 +365,7 @@ int main(void)
 	tcase_add_test(tc, test_lease_expiry_and_idle_session);
 	tcase_add_test(tc, test_hundred_waiters_at_max_total);
 	tcase_add_test(tc, test_degraded_fails_fast);
+	tcase_add_test(tc, test_target_follows_demand);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
