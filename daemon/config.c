@@ -210,6 +210,8 @@ static const struct config_key config_keys[] = {
 	  .help = "largest message, in either direction" },
 	{ DAEMON("max_timeout", TYPE_DURATION, max_timeout_ms), .def = "1h", .min = SEC_MS,
 	  .max = 7 * DAY_MS, .help = "ceiling for any timeout_ms or wait_ms" },
+	{ DAEMON("drain_timeout", TYPE_DURATION, drain_timeout_ms), .def = "30s", .max = DAY_MS,
+	  .help = "at SIGTERM, how long leases in use may run before they are ended" },
 	{ DAEMON("max_sandboxes", TYPE_UINT, max_sandboxes), .def = "64", .min = 1, .max = 4096,
 	  .help = "sandboxes alive at once, all templates together" },
 	{ DAEMON("create_concurrency", TYPE_UINT, create_concurrency), .def = "4", .min = 1,

@@ -77,6 +77,7 @@ struct config {
 	unsigned max_leases_per_conn;
 	uint64_t max_frame;	/* bytes per message */
 	uint64_t max_timeout_ms; /* ceiling for timeout_ms and wait_ms */
+	uint64_t drain_timeout_ms; /* at SIGTERM, how long leases may finish */
 	unsigned max_sandboxes;	/* across all templates */
 	unsigned create_concurrency; /* sandbox creations in flight, all templates */
 	char *agent_path;	/* sandpool-agent binary */

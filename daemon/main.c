@@ -28,7 +28,7 @@
 #include "sandbox/local.h"
 #include "sandbox/spawner.h"
 
-/* Sandboxes get this long to die at shutdown before we stop waiting. */
+/* Sandboxes get this long past drain_timeout to die before we stop waiting. */
 #define SHUTDOWN_GRACE_SEC 10
 /* Output a slow client may leave unread before it is dropped. */
 #define MAX_OUTPUT_BUFFER (64u << 20)
@@ -120,7 +120,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 
 static void begin_shutdown(const char *why)
 {
-	struct timeval tv = { SHUTDOWN_GRACE_SEC, 0 };
+	struct timeval tv = { SHUTDOWN_GRACE_SEC + (time_t)(d.cfg->drain_timeout_ms / 1000), 0 };
 
 	if (d.stopping)
 		return;
@@ -130,7 +130,7 @@ static void begin_shutdown(const char *why)
 	d.deadline = evtimer_new(d.base, on_deadline, NULL);
 	if (d.deadline)
 		evtimer_add(d.deadline, &tv);
-	pool_system_shutdown(on_empty);
+	pool_system_shutdown(on_empty, d.cfg->drain_timeout_ms);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)

@@ -334,7 +334,7 @@ static void end_lease(struct lease *l, const char *why, bool keep)
 	lease_free(l);
 	if (!sb)
 		return;
-	if (s && keep) {
+	if (s && keep && !pool_system_stopping()) {
 		pool_hold(sb);
 		s->busy = false;
 		session_idle_start(s);

@@ -59,6 +59,7 @@ static struct {
 	struct sandbox_list graveyard;
 	struct event *reap_ev;
 	struct event *refill_ev;
+	struct event *drain_timer;
 } ps;
 
 static unsigned pool_total(const struct pool *p)
@@ -405,8 +406,28 @@ int pool_system_init(struct event_base *base, const struct config *cfg,
 	return 0;
 }
 
-void pool_system_shutdown(void (*on_empty)(void))
+static void end_leased(const char *why)
 {
+	for (unsigned i = 0; i < ps.n_pools; i++) {
+		struct sandbox *sb;
+
+		while ((sb = TAILQ_FIRST(&ps.pools[i]->lists[SANDBOX_LEASED])))
+			ps.on_lost(sb, why);
+	}
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	log_warn("drain_timeout passed: ending the leases still held");
+	end_leased("the daemon is shutting down (drain_timeout passed)");
+}
+
+void pool_system_shutdown(void (*on_empty)(void), uint64_t drain_ms)
+{
+	struct timeval tv = { .tv_sec = (time_t)(drain_ms / 1000),
+			      .tv_usec = (suseconds_t)(drain_ms % 1000) * 1000 };
+	unsigned leased = 0;
+
 	ps.shutting_down = true;
 	ps.on_empty = on_empty;
 	for (unsigned i = 0; i < ps.n_pools; i++) {
@@ -416,17 +437,30 @@ void pool_system_shutdown(void (*on_empty)(void))
 
 		while ((w = TAILQ_FIRST(&p->waiters)))
 			waiter_fail(w, SANDPOOL_E_SHUTTING_DOWN, "the daemon is shutting down");
-		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_LEASED])))
-			ps.on_lost(sb, "the daemon is shutting down");
 		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_HELD])))
 			ps.on_lost(sb, "the daemon is shutting down");
 		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_WARM])))
 			destroy(sb);
 		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_CREATING])))
 			destroy(sb);
+		leased += p->count[SANDBOX_LEASED];
 	}
+	/* Leases in use may finish their work, up to drain_ms. */
+	if (leased && drain_ms) {
+		log_info("draining %u leases for up to %llu ms", leased, (unsigned long long)drain_ms);
+		ps.drain_timer = evtimer_new(ps.base, on_drain_timeout, NULL);
+		if (ps.drain_timer)
+			evtimer_add(ps.drain_timer, &tv);
+	}
+	if (leased && (!drain_ms || !ps.drain_timer))
+		end_leased("the daemon is shutting down");
 	if (ps.live == 0)
 		on_empty();
+}
+
+bool pool_system_stopping(void)
+{
+	return ps.shutting_down;
 }
 
 unsigned pool_system_live_sandboxes(void)
@@ -445,6 +479,8 @@ void pool_system_free(void)
 		free(ps.pools[i]);
 	}
 	free(ps.pools);
+	if (ps.drain_timer)
+		event_free(ps.drain_timer);
 	if (ps.reap_ev)
 		event_free(ps.reap_ev);
 	if (ps.refill_ev)

@@ -60,9 +60,12 @@ int pool_system_init(struct event_base *base, const struct config *cfg,
 /* cb runs once, when every template has seen min_warm creations finish
  * (ready or failed): the moment a service manager should hear READY. */
 void pool_system_on_initial_fill(void (*cb)(void));
-/* Refuses new leases and destroys every sandbox; on_empty runs once the
+/* Refuses new leases and destroys every sandbox not leased; leased ones
+ * go when their lease ends or drain_ms passes. on_empty runs once the
  * last one is gone (at once if none is left). */
-void pool_system_shutdown(void (*on_empty)(void));
+void pool_system_shutdown(void (*on_empty)(void), uint64_t drain_ms);
+/* Shutting down: a released session sandbox is destroyed, not held. */
+bool pool_system_stopping(void);
 unsigned pool_system_live_sandboxes(void);
 void pool_system_free(void);
 

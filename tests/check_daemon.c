@@ -20,7 +20,8 @@
 #include "ipc/codec.h"
 #include "tests/harness.h"
 
-static const char *const templates = "[template shell]\nlanguage = shell\nmin_warm = 2\nmax_total = 8\n"
+static const char *const templates = "drain_timeout = 1s\n"
+				     "[template shell]\nlanguage = shell\nmin_warm = 2\nmax_total = 8\n"
 				     "[template python]\nlanguage = python\nmin_warm = 1\nmax_total = 4\n";
 
 static struct fixture fx;

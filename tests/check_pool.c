@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -351,6 +352,120 @@ START_TEST(test_target_follows_demand)
 }
 END_TEST
 
+struct drain_exec {
+	const char *sock;
+	const char *lease_id;
+	int rc;
+	char out[64];
+};
+
+static void *exec_during_drain(void *p)
+{
+	struct drain_exec *d = p;
+	struct sandpool_error err;
+	struct sandpool *sp = sandpool_connect(d->sock, &err);
+	struct sandpool_exec_result res = { 0 };
+
+	if (!sp)
+		return NULL;
+	d->rc = sandpool_exec(sp, d->lease_id, &(struct sandpool_exec_opts){ .cmd = "sleep 1; echo done" }, &res,
+			      &err);
+	if (d->rc == 0)
+		snprintf(d->out, sizeof(d->out), "%s", res.stdout_buf);
+	sandpool_exec_result_free(&res);
+	sandpool_close(sp);
+	return NULL;
+}
+
+START_TEST(test_sigterm_drains_leases)
+{
+	struct sandpool *sp;
+	struct sandpool_lease l = { 0 };
+	struct sandpool_lease_opts o = { .template_name = "shell", .detached = true };
+	struct sandpool_error err;
+	struct drain_exec d = { .rc = -1 };
+	pthread_t th;
+
+	fixture_start(&fx, "drain_timeout = 5s\n[template shell]\nmin_warm = 1\n");
+	sp = fixture_connect(&fx);
+	ck_assert_int_eq(sandpool_lease(sp, &o, &l, &err), 0);
+	d.sock = fx.sock;
+	d.lease_id = l.lease_id;
+	pthread_create(&th, NULL, exec_during_drain, &d);
+	usleep(200000);
+	kill(fx.pid, SIGTERM);
+	pthread_join(th, NULL);
+	/* The exec in flight finished; new leases are refused meanwhile. */
+	ck_assert_int_eq(d.rc, 0);
+	ck_assert_str_eq(d.out, "done\n");
+	ck_assert_int_eq(sandpool_release(sp, l.lease_id, &err), 0);
+	sandpool_lease_free(&l);
+	sandpool_close(sp);
+	stop_clean();
+}
+END_TEST
+
+static unsigned count_cgroups(const char *root)
+{
+	static const char *const ctrls[] = { "memory", "pids", "cpu", "freezer", "unified" };
+	unsigned n = 0;
+
+	for (size_t i = 0; i < sizeof(ctrls) / sizeof(ctrls[0]); i++) {
+		char cmd[512];
+		FILE *p;
+		unsigned c = 0;
+
+		snprintf(cmd, sizeof(cmd), "ls -d /sys/fs/cgroup/%s/%s/sb-* 2>/dev/null | wc -l", ctrls[i], root);
+		p = popen(cmd, "r");
+		if (p && fscanf(p, "%u", &c) == 1)
+			n += c;
+		if (p)
+			pclose(p);
+	}
+	return n;
+}
+
+START_TEST(test_kill9_leaves_nothing)
+{
+	char conf[512], root[64];
+	struct sandpool *sp;
+	struct sandpool_lease l = { 0 };
+	struct sandpool_lease_opts o = { .template_name = "shell", .detached = true };
+	struct sandpool_error err;
+	unsigned per;
+	int status;
+
+	snprintf(root, sizeof(root), "sandpool-test-%d", (int)getpid());
+	snprintf(conf, sizeof(conf), "cgroup_root = %s\n[template shell]\nmin_warm = 3\n", root);
+	fixture_start(&fx, conf);
+	ck_assert(fixture_wait_warm(&fx, "shell", 3, 20000));
+	/* One group per controller hierarchy (v1) or one in all (v2). */
+	per = count_cgroups(root) / 3;
+	ck_assert_uint_ge(per, 1);
+	sp = fixture_connect(&fx);
+	ck_assert_int_eq(sandpool_lease(sp, &o, &l, &err), 0);
+	kill(fx.pid, SIGKILL);
+	ck_assert_int_eq(waitpid(fx.pid, &status, 0), fx.pid);
+	fx.pid = 0;
+	sandpool_lease_free(&l);
+	sandpool_close(sp);
+	/* Every sandbox dies with the daemon... */
+	ck_assert_uint_eq(count_orphans(), 0);
+	/* ...and the next daemon removes the cgroups the dead one left. */
+	{
+		struct fixture again;
+
+		fixture_start(&again, conf);
+		ck_assert(fixture_wait_warm(&again, "shell", 3, 20000));
+		ck_assert_uint_eq(count_cgroups(root), 3 * per);
+		ck_assert_int_eq(fixture_stop(&again), 0);
+		ck_assert_uint_eq(count_cgroups(root), 0);
+		fixture_cleanup(&again);
+	}
+	stop_clean();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pool");
@@ -366,6 +481,8 @@ int main(void)
 	tcase_add_test(tc, test_hundred_waiters_at_max_total);
 	tcase_add_test(tc, test_degraded_fails_fast);
 	tcase_add_test(tc, test_target_follows_demand);
+	tcase_add_test(tc, test_sigterm_drains_leases);
+	tcase_add_test(tc, test_kill9_leaves_nothing);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
