@@ -50,6 +50,7 @@ struct template_config {
 	unsigned max_total;	/* warm + creating + leased */
 	uint64_t timeout_ms;	/* default exec timeout */
 	uint64_t lease_ttl_ms;	/* longest a lease lives without release */
+	uint64_t max_warm_age_ms; /* warm sandboxes older than this are replaced */
 	uint64_t session_idle_ttl_ms; /* a session's sandbox without a lease dies after this */
 	uint64_t session_max_age_ms;  /* a session ends this long after it began */
 	uint64_t max_output;	/* bytes of stdout+stderr kept per exec */
@@ -78,6 +79,7 @@ struct config {
 	uint64_t max_frame;	/* bytes per message */
 	uint64_t max_timeout_ms; /* ceiling for timeout_ms and wait_ms */
 	uint64_t drain_timeout_ms; /* at SIGTERM, how long leases may finish */
+	uint64_t health_interval_ms; /* how often each sandbox's agent must answer a ping */
 	unsigned max_sandboxes;	/* across all templates */
 	unsigned create_concurrency; /* sandbox creations in flight, all templates */
 	char *agent_path;	/* sandpool-agent binary */

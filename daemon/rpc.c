@@ -911,7 +911,9 @@ static void m_pool_stats(struct rpc_client *cl, const struct rpc_msg *m)
 		struct pool_figures f;
 
 		pool_get_figures(pool_at(i), &f);
-		msgpack_pack_map(pk, 9 + 7 + 8);
+#define POOL_X(name) +1
+		msgpack_pack_map(pk, 17 + (0 POOL_COUNTERS(POOL_X)));
+#undef POOL_X
 		ipc_pack_kv_str(pk, "name", pool_template(pool_at(i))->name);
 		ipc_pack_kv_uint(pk, "held", f.held);
 		ipc_pack_kv_uint(pk, "target", f.target);

@@ -118,6 +118,8 @@ static bool transition_ok(enum sandbox_state from, enum sandbox_state to)
 	return false;
 }
 
+static void arm_age_timer(struct pool *p);
+
 /* The only code that changes sb->state, and with it list membership. */
 static void sandbox_set_state(struct sandbox *sb, enum sandbox_state to)
 {
@@ -132,6 +134,8 @@ static void sandbox_set_state(struct sandbox *sb, enum sandbox_state to)
 	if (from == SANDBOX_CREATING)
 		ps.creating--;
 	sb->state = to;
+	if (to == SANDBOX_WARM)
+		arm_age_timer(p);
 	if (to == SANDBOX_DEAD) {
 		ps.live--;
 		TAILQ_INSERT_TAIL(&ps.graveyard, sb, pool_link);
@@ -236,6 +240,39 @@ static void on_refill(evutil_socket_t fd, short what, void *arg)
 		refill_pool(ps.pools[(ps.refill_from + i) % ps.n_pools]);
 	if (ps.n_pools)
 		ps.refill_from = (ps.refill_from + 1) % ps.n_pools;
+}
+
+/* The warm list is in order of readiness, so only its head can be the
+ * next to reach max_warm_age: one timer per pool, armed for it. */
+static void arm_age_timer(struct pool *p)
+{
+	struct sandbox *head = TAILQ_FIRST(&p->lists[SANDBOX_WARM]);
+	uint64_t now = monotonic_us(), due, wait;
+	struct timeval tv;
+
+	if (!head || evtimer_pending(p->age_timer, NULL))
+		return;
+	due = head->ready_us + p->tmpl->max_warm_age_ms * 1000;
+	wait = due > now ? due - now : 0;
+	tv.tv_sec = (time_t)(wait / 1000000);
+	tv.tv_usec = (suseconds_t)(wait % 1000000);
+	evtimer_add(p->age_timer, &tv);
+}
+
+static void on_warm_age(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool *p = arg;
+	uint64_t now = monotonic_us();
+	struct sandbox *sb;
+
+	while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_WARM])) &&
+	       sb->ready_us + p->tmpl->max_warm_age_ms * 1000 <= now) {
+		sb_log_debug(sb, "rotated after max_warm_age");
+		p->stats.rotated++;
+		destroy(sb);
+	}
+	arm_age_timer(p);
+	schedule_refill();
 }
 
 static void on_sizing_tick(evutil_socket_t fd, short what, void *arg)
@@ -398,7 +435,8 @@ int pool_system_init(struct event_base *base, const struct config *cfg,
 		sizing_init(&p->sizing, p->tmpl->min_warm);
 		p->backoff_timer = evtimer_new(base, on_backoff_done, p);
 		p->sizing_timer = event_new(base, -1, EV_PERSIST, on_sizing_tick, p);
-		if (!p->backoff_timer || !p->sizing_timer)
+		p->age_timer = evtimer_new(base, on_warm_age, p);
+		if (!p->backoff_timer || !p->sizing_timer || !p->age_timer)
 			return -ENOMEM;
 		event_add(p->sizing_timer, &(struct timeval){ 1, 0 });
 	}
@@ -476,6 +514,8 @@ void pool_system_free(void)
 			event_free(ps.pools[i]->backoff_timer);
 		if (ps.pools[i]->sizing_timer)
 			event_free(ps.pools[i]->sizing_timer);
+		if (ps.pools[i]->age_timer)
+			event_free(ps.pools[i]->age_timer);
 		free(ps.pools[i]);
 	}
 	free(ps.pools);

@@ -29,7 +29,8 @@ struct pool;
 	X(created)	  /* sandboxes that became ready */                                       \
 	X(create_failures) /* sandboxes that failed to come up */                                  \
 	X(destroyed)	  /* sandboxes destroyed */                                               \
-	X(session_reuses) /* leases served by a session's own sandbox */
+	X(session_reuses) /* leases served by a session's own sandbox */                          \
+	X(rotated)	  /* warm sandboxes replaced after max_warm_age */
 
 struct pool_stats {
 #define POOL_X(name) uint64_t name;

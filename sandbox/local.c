@@ -35,6 +35,8 @@ struct local_sandbox {
 	bool exited;
 	bool gone_reported;
 	struct cgroup_events seen; /* limit events already blamed on an exec */
+	struct event *health_timer;
+	uint32_t ping_outstanding; /* msgid of an unanswered ping, 0 when none */
 };
 
 static struct event_base *local_base;
@@ -73,6 +75,8 @@ static struct local_sandbox *ls_of(struct sandbox *sb)
 
 static void ls_close_ctrl(struct local_sandbox *ls)
 {
+	if (ls->health_timer)
+		event_del(ls->health_timer);
 	if (ls->ctrl) {
 		bufferevent_free(ls->ctrl);
 		ls->ctrl = NULL;
@@ -123,11 +127,15 @@ static void on_response(struct local_sandbox *ls, const struct rpc_msg *m)
 	const char *s;
 	uint32_t len;
 
+	if (m->msgid == ls->ping_outstanding) {
+		ls->ping_outstanding = 0;
+		return;
+	}
 	TAILQ_FOREACH(ex, &ls->sb->execs, sb_link)
 		if (ex->backend_tag == m->msgid)
 			break;
 	if (!ex)
-		return; /* a kill or ping answer */
+		return; /* a kill answer */
 	if (m->error) {
 		char msg[512] = "agent error";
 		const char *c = "backend_error";
@@ -157,6 +165,25 @@ static void on_response(struct local_sandbox *ls, const struct rpc_msg *m)
 	sandbox_exec_finish(ex, &res, 0, NULL);
 }
 
+/* A ping per health_interval; one still unanswered at the next tick
+ * means a wedged agent, and the sandbox is replaced. */
+static void on_health(evutil_socket_t fd, short what, void *arg)
+{
+	struct local_sandbox *ls = arg;
+	msgpack_packer pk;
+
+	if (!ls->ctrl)
+		return;
+	if (ls->ping_outstanding) {
+		ls_broken(ls, "health check: the agent did not answer a ping");
+		return;
+	}
+	ls->ping_outstanding = ls->next_msgid++;
+	msgpack_packer_init(&pk, bufferevent_get_output(ls->ctrl), ipc_evbuffer_write);
+	ipc_pack_request_head(&pk, ls->ping_outstanding, "ping");
+	msgpack_pack_map(&pk, 0);
+}
+
 static void on_notify(struct local_sandbox *ls, const struct rpc_msg *m)
 {
 	if (ipc_method_is(m, "output")) {
@@ -166,6 +193,13 @@ static void on_notify(struct local_sandbox *ls, const struct rpc_msg *m)
 			return;
 		ls->ready = true;
 		event_del(ls->create_timer);
+		ls->health_timer = event_new(local_base, -1, EV_PERSIST, on_health, ls);
+		if (ls->health_timer) {
+			struct timeval tv = { .tv_sec = (time_t)(local_cfg->health_interval_ms / 1000),
+					      .tv_usec = (suseconds_t)(local_cfg->health_interval_ms % 1000) * 1000 };
+
+			event_add(ls->health_timer, &tv);
+		}
 		sandbox_backend_ready(ls->sb);
 	} else if (ipc_method_is(m, "failed")) {
 		char why[600] = "set-up failed";
@@ -414,6 +448,8 @@ static void local_release(struct sandbox *sb)
 	ls_close_ctrl(ls);
 	if (ls->exit_ev)
 		event_free(ls->exit_ev);
+	if (ls->health_timer)
+		event_free(ls->health_timer);
 	if (ls->create_timer)
 		event_free(ls->create_timer);
 	if (ls->pidfd >= 0)

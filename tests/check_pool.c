@@ -466,6 +466,30 @@ START_TEST(test_kill9_leaves_nothing)
 }
 END_TEST
 
+START_TEST(test_rotation_and_health)
+{
+	pid_t agent;
+
+	fixture_start(&fx, "health_interval = 300ms\n[template shell]\nmin_warm = 2\nmax_warm_age = 1s\n");
+	ck_assert(fixture_wait_warm(&fx, "shell", 2, 20000));
+	/* Warm sandboxes are replaced as they pass max_warm_age. */
+	for (int i = 0; i < 100 && fixture_stat(&fx, "shell", "rotated") < 2; i++)
+		usleep(50000);
+	ck_assert_int_ge(fixture_stat(&fx, "shell", "rotated"), 2);
+	ck_assert(fixture_wait_warm(&fx, "shell", 2, 20000));
+
+	/* A wedged agent misses its health check and is replaced. */
+	agent = find_agent(&fx);
+	ck_assert_int_gt(agent, 0);
+	kill(agent, SIGSTOP);
+	for (int i = 0; i < 100 && kill(agent, 0) == 0; i++)
+		usleep(50000);
+	ck_assert_int_ne(kill(agent, 0), 0);
+	ck_assert(fixture_wait_warm(&fx, "shell", 2, 20000));
+	stop_clean();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pool");
@@ -483,6 +507,7 @@ int main(void)
 	tcase_add_test(tc, test_target_follows_demand);
 	tcase_add_test(tc, test_sigterm_drains_leases);
 	tcase_add_test(tc, test_kill9_leaves_nothing);
+	tcase_add_test(tc, test_rotation_and_health);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

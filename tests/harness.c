@@ -269,6 +269,21 @@ unsigned count_agents(const struct fixture *f)
 	return scan_proc(descends_named, f);
 }
 
+pid_t find_agent(const struct fixture *f)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	pid_t found = -1;
+
+	if (!d)
+		return -1;
+	while (found < 0 && (e = readdir(d)))
+		if (e->d_name[0] >= '1' && e->d_name[0] <= '9' && descends_named(e->d_name, f))
+			found = (pid_t)atoi(e->d_name);
+	closedir(d);
+	return found;
+}
+
 unsigned count_open_fds(void)
 {
 	DIR *d = opendir("/proc/self/fd");
