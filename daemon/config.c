@@ -1377,6 +1377,43 @@ static void dump_section(enum config_section section, const void *base, FILE *ou
 	}
 }
 
+/* Writes f's settings (comment-free); NULL on allocation failure. */
+static char *section_text(enum config_section section, const void *base)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (!f)
+		return NULL;
+	dump_section(section, base, f);
+	if (fclose(f) != 0) {
+		free(text);
+		return NULL;
+	}
+	return text;
+}
+
+static bool sections_equal(enum config_section section, const void *a, const void *b)
+{
+	char *ta = section_text(section, a), *tb = section_text(section, b);
+	bool eq = ta && tb && strcmp(ta, tb) == 0;
+
+	free(ta);
+	free(tb);
+	return eq;
+}
+
+bool config_template_equal(const struct template_config *a, const struct template_config *b)
+{
+	return sections_equal(SECTION_TEMPLATE, a, b);
+}
+
+bool config_daemon_equal(const struct config *a, const struct config *b)
+{
+	return sections_equal(SECTION_DAEMON, a, b);
+}
+
 void config_dump(const struct config *cfg, FILE *out)
 {
 	if (cfg->path)

@@ -115,6 +115,10 @@ void config_free(struct config *cfg);
 
 const struct template_config *config_template(const struct config *cfg, const char *name);
 
+/* Whether two templates, or two [daemon] sections, have the same settings. */
+bool config_template_equal(const struct template_config *a, const struct template_config *b);
+bool config_daemon_equal(const struct config *a, const struct config *b);
+
 /* Writes the effective configuration, every key, in file syntax. */
 void config_dump(const struct config *cfg, FILE *out);
 

@@ -41,12 +41,13 @@ struct daemon {
 	struct ipc_server *srv;
 	struct event *sig_term, *sig_int, *sig_hup;
 	struct event *deadline;
+	struct config_overrides ov; /* the command line's, applied again at reload */
 	int lock_fd;
 	int ready_fd; /* the waiting parent when daemonized, else -1 */
 	bool stopping;
 };
 
-static struct daemon d = { .lock_fd = -1, .ready_fd = -1 };
+static struct daemon d = { .lock_fd = -1, .ready_fd = -1, .ov = { .log_level = -1 } };
 
 static void usage(FILE *out)
 {
@@ -133,10 +134,34 @@ static void begin_shutdown(const char *why)
 	pool_system_shutdown(on_empty, d.cfg->drain_timeout_ms);
 }
 
+/* SIGHUP: a bad file is rejected whole and the running one stays. */
+static void reload_config(void)
+{
+	char err[1024];
+	struct config *next;
+
+	if (d.stopping)
+		return;
+	next = config_load(d.cfg->path, &d.ov, err, sizeof(err));
+	if (!next) {
+		log_error("reload rejected, keeping the running configuration: %s", err);
+		return;
+	}
+	if (!config_daemon_equal(d.cfg, next))
+		log_warn("reload: [daemon] settings other than log_level take effect at restart");
+	d.cfg->log_level = next->log_level;
+	log_set_level(next->log_level);
+	if (pool_system_reload(d.cfg, next, err, sizeof(err)) < 0)
+		log_error("reload: %s", err);
+	else
+		log_info("configuration reloaded from %s", d.cfg->path ? d.cfg->path : "the embedded default");
+	config_free(next);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	if (sig == SIGHUP) {
-		log_warn("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+		reload_config();
 		return;
 	}
 	begin_shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -292,7 +317,7 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct config_overrides ov = { .log_level = -1 };
+	struct config_overrides *ov = &d.ov;
 	const char *config_path = NULL;
 	bool foreground = false, check_only = false;
 	char err[1024];
@@ -305,16 +330,16 @@ int main(int argc, char **argv)
 			config_path = optarg;
 			break;
 		case 's':
-			ov.socket_path = optarg;
+			ov->socket_path = optarg;
 			break;
 		case 'd':
-			ov.state_dir = optarg;
+			ov->state_dir = optarg;
 			break;
 		case 'f':
 			foreground = true;
 			break;
 		case 'v':
-			ov.log_level = LOG_DEBUG;
+			ov->log_level = LOG_DEBUG;
 			break;
 		case 'C':
 			check_only = true;
@@ -334,7 +359,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sandpoold: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	d.cfg = config_load(config_path, &ov, err, sizeof(err));
+	d.cfg = config_load(config_path, ov, err, sizeof(err));
 	if (!d.cfg) {
 		log_error("%s", err);
 		return 1;

@@ -37,6 +37,7 @@ struct pool {
 	struct event *age_timer;    /* when the oldest warm sandbox reaches max_warm_age */
 	bool backing_off;
 	bool degraded;
+	bool retired; /* removed by a reload: drains, never refills */
 	char last_error[512];
 	struct pool_sizing sizing;
 	struct sample_ring lease_wait_us;
@@ -45,7 +46,7 @@ struct pool {
 
 static struct {
 	struct event_base *base;
-	const struct config *cfg;
+	struct config *cfg;
 	void (*on_lost)(struct sandbox *sb, const char *why);
 	void (*on_empty)(void);
 	void (*on_initial_fill)(void);
@@ -225,6 +226,8 @@ static void start_create(struct pool *p)
 
 static void refill_pool(struct pool *p)
 {
+	if (p->retired)
+		return;
 	unsigned want = p->sizing.target + p->n_waiting;
 
 	while (!ps.shutting_down && !p->backing_off &&
@@ -402,7 +405,42 @@ static const struct sandbox_backend *backend_for(const struct template_config *t
 	return NULL;
 }
 
-int pool_system_init(struct event_base *base, const struct config *cfg,
+static struct pool *pool_lookup(const char *name)
+{
+	for (unsigned i = 0; i < ps.n_pools; i++)
+		if (!strcmp(ps.pools[i]->tmpl->name, name))
+			return ps.pools[i];
+	return NULL;
+}
+
+static struct pool *pool_new(struct template_config *t)
+{
+	struct pool *p;
+
+	if (ps.n_pools == CONFIG_MAX_TEMPLATES)
+		return NULL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	ps.pools[ps.n_pools++] = p;
+	p->tmpl = t;
+	for (int s = 0; s < SANDBOX_DEAD; s++)
+		TAILQ_INIT(&p->lists[s]);
+	TAILQ_INIT(&p->waiters);
+	sizing_init(&p->sizing, t->min_warm);
+	p->backoff_timer = evtimer_new(ps.base, on_backoff_done, p);
+	p->sizing_timer = event_new(ps.base, -1, EV_PERSIST, on_sizing_tick, p);
+	p->age_timer = evtimer_new(ps.base, on_warm_age, p);
+	if (!p->backoff_timer || !p->sizing_timer || !p->age_timer)
+		return NULL;
+	event_add(p->sizing_timer, &(struct timeval){ 1, 0 });
+	p->backend = backend_for(t);
+	if (!p->backend)
+		log_error("template %s: backend not available in this build", t->name);
+	return p->backend ? p : NULL;
+}
+
+int pool_system_init(struct event_base *base, struct config *cfg,
 		     void (*on_lost)(struct sandbox *sb, const char *why))
 {
 	memset(&ps, 0, sizeof(ps));
@@ -412,33 +450,96 @@ int pool_system_init(struct event_base *base, const struct config *cfg,
 	TAILQ_INIT(&ps.graveyard);
 	ps.reap_ev = event_new(base, -1, 0, on_reap, NULL);
 	ps.refill_ev = event_new(base, -1, 0, on_refill, NULL);
-	ps.pools = calloc(cfg->n_templates, sizeof(*ps.pools));
+	/* Room for every template a reload may add over the daemon's life. */
+	ps.pools = calloc(CONFIG_MAX_TEMPLATES, sizeof(*ps.pools));
 	if (!ps.reap_ev || !ps.refill_ev || !ps.pools)
 		return -ENOMEM;
 	for (unsigned i = 0; i < cfg->n_templates; i++) {
-		struct pool *p = calloc(1, sizeof(*p));
+		struct pool *p = pool_new(cfg->templates[i]);
 
 		if (!p)
 			return -ENOMEM;
-		ps.pools[ps.n_pools++] = p;
-		p->tmpl = cfg->templates[i];
-		p->backend = backend_for(p->tmpl);
-		if (!p->backend) {
-			log_error("template %s: backend not available in this build", p->tmpl->name);
-			return -ENOTSUP;
-		}
-		for (int s = 0; s < SANDBOX_DEAD; s++)
-			TAILQ_INIT(&p->lists[s]);
-		TAILQ_INIT(&p->waiters);
 		if (p->tmpl->min_warm > 0)
 			ps.pools_filling++;
-		sizing_init(&p->sizing, p->tmpl->min_warm);
-		p->backoff_timer = evtimer_new(base, on_backoff_done, p);
-		p->sizing_timer = event_new(base, -1, EV_PERSIST, on_sizing_tick, p);
-		p->age_timer = evtimer_new(base, on_warm_age, p);
-		if (!p->backoff_timer || !p->sizing_timer || !p->age_timer)
+	}
+	schedule_refill();
+	return 0;
+}
+
+/* Removed from the configuration: no new leases; what runs may finish. */
+static void retire(struct pool *p)
+{
+	struct pool_waiter *w;
+	struct sandbox *sb;
+
+	log_info("template %s removed: draining", p->tmpl->name);
+	p->retired = true;
+	while ((w = TAILQ_FIRST(&p->waiters)))
+		waiter_fail(w, SANDPOOL_E_UNKNOWN_TEMPLATE, "the template was removed");
+	while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_WARM])))
+		destroy(sb);
+}
+
+/* New settings for a known template take effect for every sandbox created
+ * from now on; warm ones were made with the old settings and are replaced. */
+static void update(struct pool *p, struct template_config *fresh)
+{
+	struct template_config *t = (struct template_config *)p->tmpl;
+	struct template_config old = *t;
+	struct sandbox *sb;
+
+	/* Swap contents, not pointers: sandboxes keep pointing at t. */
+	*t = *fresh;
+	*fresh = old;
+	if (p->retired)
+		log_info("template %s added back", t->name);
+	else
+		log_info("template %s changed: replacing its warm sandboxes", t->name);
+	p->retired = false;
+	p->degraded = false;
+	p->consecutive_failures = 0;
+	p->backing_off = false;
+	evtimer_del(p->backoff_timer);
+	while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_WARM])))
+		destroy(sb);
+}
+
+int pool_system_reload(struct config *cur, struct config *next, char *err, size_t errlen)
+{
+	unsigned added = 0;
+
+	for (unsigned i = 0; i < next->n_templates; i++)
+		if (!pool_lookup(next->templates[i]->name))
+			added++;
+	if (ps.n_pools + added > CONFIG_MAX_TEMPLATES || cur->n_templates + added > CONFIG_MAX_TEMPLATES) {
+		snprintf(err, errlen, "more than %d templates over the daemon's life; restart it",
+			 CONFIG_MAX_TEMPLATES);
+		return -E2BIG;
+	}
+	for (unsigned i = 0; i < ps.n_pools; i++) {
+		struct pool *p = ps.pools[i];
+
+		if (!p->retired && !config_template(next, p->tmpl->name))
+			retire(p);
+	}
+	for (unsigned i = 0; i < next->n_templates;) {
+		struct template_config *t = next->templates[i];
+		struct pool *p = pool_lookup(t->name);
+
+		if (p) {
+			if (p->retired || !config_template_equal(p->tmpl, t))
+				update(p, t);
+			i++;
+			continue;
+		}
+		/* A new template: the running configuration takes it over. */
+		next->templates[i] = next->templates[--next->n_templates];
+		cur->templates[cur->n_templates++] = t;
+		if (!pool_new(t)) {
+			snprintf(err, errlen, "template %s: cannot create its pool", t->name);
 			return -ENOMEM;
-		event_add(p->sizing_timer, &(struct timeval){ 1, 0 });
+		}
+		log_info("template %s added", t->name);
 	}
 	schedule_refill();
 	return 0;
@@ -533,7 +634,7 @@ struct pool *pool_find(const char *name, size_t len)
 	for (unsigned i = 0; i < ps.n_pools; i++) {
 		const char *n = ps.pools[i]->tmpl->name;
 
-		if (strlen(n) == len && memcmp(n, name, len) == 0)
+		if (!ps.pools[i]->retired && strlen(n) == len && memcmp(n, name, len) == 0)
 			return ps.pools[i];
 	}
 	return NULL;
@@ -541,12 +642,19 @@ struct pool *pool_find(const char *name, size_t len)
 
 unsigned pool_count(void)
 {
-	return ps.n_pools;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < ps.n_pools; i++)
+		n += !ps.pools[i]->retired;
+	return n;
 }
 
 struct pool *pool_at(unsigned i)
 {
-	return i < ps.n_pools ? ps.pools[i] : NULL;
+	for (unsigned j = 0; j < ps.n_pools; j++)
+		if (!ps.pools[j]->retired && i-- == 0)
+			return ps.pools[j];
+	return NULL;
 }
 
 const struct template_config *pool_template(const struct pool *p)

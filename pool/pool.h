@@ -55,12 +55,20 @@ struct pool_waiter {
 
 /* on_lost: a LEASED sandbox died or must go (shutdown); the callee ends
  * its lease, which releases the sandbox. */
-int pool_system_init(struct event_base *base, const struct config *cfg,
+int pool_system_init(struct event_base *base, struct config *cfg,
 		     void (*on_lost)(struct sandbox *sb, const char *why))
 	__attribute__((warn_unused_result));
 /* cb runs once, when every template has seen min_warm creations finish
  * (ready or failed): the moment a service manager should hear READY. */
 void pool_system_on_initial_fill(void (*cb)(void));
+/*
+ * Applies a reloaded configuration: templates only in next are added (cur
+ * takes them over), removed ones drain, changed ones take the new
+ * settings (copied into cur's template) and replace their warm
+ * sandboxes. next keeps what cur no longer needs; the caller frees it.
+ */
+int pool_system_reload(struct config *cur, struct config *next, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 /* Refuses new leases and destroys every sandbox not leased; leased ones
  * go when their lease ends or drain_ms passes. on_empty runs once the
  * last one is gone (at once if none is left). */

@@ -490,6 +490,62 @@ START_TEST(test_rotation_and_health)
 }
 END_TEST
 
+/* Replaces the fixture's templates (keeping its [daemon] part) and HUPs. */
+static void reconfigure(const char *templates)
+{
+	char *text = NULL, *cut;
+	size_t len = 0;
+	FILE *f = fopen(fx.conf, "r");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_gt(getdelim(&text, &len, '\0', f), 0);
+	fclose(f);
+	cut = strstr(text, "[template");
+	ck_assert_ptr_nonnull(cut);
+	*cut = '\0';
+	f = fopen(fx.conf, "w");
+	fprintf(f, "%s%s", text, templates);
+	fclose(f);
+	free(text);
+	kill(fx.pid, SIGHUP);
+}
+
+START_TEST(test_reload)
+{
+	struct sandpool *sp;
+	struct sandpool_lease l = { 0 };
+	struct sandpool_lease_opts o = { .template_name = "broken" };
+	struct sandpool_error err;
+
+	fixture_start(&fx, "[template shell]\nmin_warm = 1\n"
+			   "[template broken]\nmin_warm = 1\nrootfs = /nonexistent-rootfs\n");
+	for (int i = 0; i < 500 && fixture_stat(&fx, "broken", "create_failures") < 3; i++)
+		usleep(10000);
+	sp = fixture_connect(&fx);
+	ck_assert_int_ne(sandpool_lease(sp, &o, &l, &err), 0);
+	ck_assert_int_eq(err.code, SANDPOOL_E_BACKEND_ERROR);
+
+	/* Fixed, shell removed, extra added. */
+	reconfigure("[template broken]\nmin_warm = 1\n[template extra]\nmin_warm = 1\n");
+	ck_assert(fixture_wait_warm(&fx, "broken", 1, 20000));
+	ck_assert(fixture_wait_warm(&fx, "extra", 1, 20000));
+	ck_assert_int_eq(sandpool_lease(sp, &o, &l, &err), 0);
+	sandpool_lease_free(&l);
+	o.template_name = "shell";
+	ck_assert_int_ne(sandpool_lease(sp, &o, &l, &err), 0);
+	ck_assert_int_eq(err.code, SANDPOOL_E_UNKNOWN_TEMPLATE);
+
+	/* A broken file is rejected; the running configuration stays. */
+	reconfigure("[template extra]\nmin_warm = lots\n");
+	usleep(300000);
+	o.template_name = "extra";
+	ck_assert_int_eq(sandpool_lease(sp, &o, &l, &err), 0);
+	sandpool_lease_free(&l);
+	sandpool_close(sp);
+	stop_clean();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pool");
@@ -508,6 +564,7 @@ int main(void)
 	tcase_add_test(tc, test_sigterm_drains_leases);
 	tcase_add_test(tc, test_kill9_leaves_nothing);
 	tcase_add_test(tc, test_rotation_and_health);
+	tcase_add_test(tc, test_reload);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
