@@ -38,7 +38,8 @@ static const char usage_text[] =
 	"usage: sandpool [--socket PATH] [--json] COMMAND [ARGS]\n"
 	"\n"
 	"commands:\n"
-	"  status                        pools per template, connection and lease totals\n"
+	"  status [--watch]              pools per template, connection and lease totals;\n"
+	"                                --watch redraws it every second\n"
 	"  templates                     the daemon's templates\n"
 	"  run [OPTIONS] [--] CMD ARGS   run CMD in a fresh sandbox, streaming its output\n"
 	"  lease [-t NAME] [--wait S]    lease a sandbox that outlives this command; prints\n"
@@ -470,6 +471,7 @@ enum cell_kind {
 	CELL_PLAIN,
 	CELL_MS,    /* milliseconds, shown as seconds */
 	CELL_BYTES, /* a size, shown in the largest unit that divides it */
+	CELL_US,    /* microseconds, shown as ms */
 };
 
 struct column {
@@ -480,7 +482,10 @@ struct column {
 
 static const struct column status_columns[] = {
 	{"TEMPLATE", "name", CELL_PLAIN},	{"WARM", "warm", CELL_PLAIN},
-	{"LEASED", "leased", CELL_PLAIN},	{"CREATING", "creating", CELL_PLAIN},
+	{"TARGET", "target", CELL_PLAIN},	{"LEASED", "leased", CELL_PLAIN},
+	{"HELD", "held", CELL_PLAIN},		{"SESSIONS", "sessions", CELL_PLAIN},
+	{"CREATING", "creating", CELL_PLAIN},	{"WAIT_P99", "lease_wait_p99_us", CELL_US},
+	{"CREATE_P50", "create_p50_us", CELL_US},
 	{"WAITING", "waiting", CELL_PLAIN},	{"HITS", "hits", CELL_PLAIN},
 	{"MISSES", "misses", CELL_PLAIN},	{"FAILURES", "create_failures", CELL_PLAIN},
 	{"LAST ERROR", "last_error", CELL_PLAIN},
@@ -535,6 +540,8 @@ static void cell_text(const msgpack_object *o, enum cell_kind kind, char *buf, s
 			format_ms(o->via.u64, buf, size);
 		else if (kind == CELL_BYTES)
 			format_bytes(o->via.u64, buf, size);
+		else if (kind == CELL_US)
+			snprintf(buf, size, "%.1fms", (double)o->via.u64 / 1000.0);
 		else
 			snprintf(buf, size, "%" PRIu64, o->via.u64);
 		return;
@@ -624,15 +631,12 @@ static struct sandpool_reply *call_simple(const struct cli *cli, const char *met
 	return reply;
 }
 
-static int cmd_status(struct cli *cli, int argc, char **argv)
+static int show_status(struct cli *cli)
 {
 	const msgpack_object_array *rows = NULL;
 	struct sandpool_reply *reply;
-	uint64_t connections = 0, leases = 0;
-	int rc = parse_plain(cli, argc, argv, NULL);
+	uint64_t connections = 0, leases = 0, sessions = 0;
 
-	if (rc != PARSE_ON)
-		return rc;
 	reply = call_simple(cli, "pool.stats");
 	if (!reply)
 		return EXIT_FAILED;
@@ -642,11 +646,38 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
 		(void)ipc_get_array(reply->result, "templates", &rows);
 		(void)ipc_get_uint(reply->result, "connections", &connections);
 		(void)ipc_get_uint(reply->result, "leases", &leases);
+		(void)ipc_get_uint(reply->result, "sessions", &sessions);
 		print_table(status_columns, ARRAY_SIZE(status_columns), rows);
-		printf("\nconnections: %" PRIu64 "  leases: %" PRIu64 "\n", connections, leases);
+		printf("\nconnections: %" PRIu64 "  leases: %" PRIu64 "  sessions: %" PRIu64 "\n",
+		       connections, leases, sessions);
 	}
 	sandpool_reply_free(reply);
 	return EXIT_SUCCESS;
+}
+
+static int cmd_status(struct cli *cli, int argc, char **argv)
+{
+	bool watch = argc > 1 && (!strcmp(argv[1], "--watch") || !strcmp(argv[1], "-w"));
+	int rc;
+
+	/* --watch: the same table, redrawn every second until interrupted. */
+	if (watch) {
+		argv[1] = argv[0];
+		argc--;
+		argv++;
+	}
+	rc = parse_plain(cli, argc, argv, NULL);
+	if (rc != PARSE_ON)
+		return rc;
+	for (;;) {
+		if (watch)
+			fputs("\033[H\033[2J", stdout);
+		rc = show_status(cli);
+		if (!watch || rc != EXIT_SUCCESS)
+			return rc;
+		fflush(stdout);
+		sleep(1);
+	}
 }
 
 static int cmd_templates(struct cli *cli, int argc, char **argv)
