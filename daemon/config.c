@@ -238,6 +238,8 @@ static const struct config_key config_keys[] = {
 	  .choices = language_names, .help = "the language this template runs (templates.list)" },
 	{ TEMPLATE("min_warm", TYPE_UINT, min_warm), .def = "2", .max = 1024,
 	  .help = "sandboxes kept ready to lease" },
+	{ TEMPLATE("max_creating", TYPE_UINT, max_creating), .def = "4", .min = 1, .max = 256,
+	  .help = "creations in flight for this template (create_concurrency caps all)" },
 	{ TEMPLATE("max_warm", TYPE_UINT, max_warm), .def = "8", .max = 4096,
 	  .help = "most sandboxes kept warm when demand is high (capped at max_total)" },
 	{ TEMPLATE("max_total", TYPE_UINT, max_total), .def = "8", .min = 1, .max = 4096,

@@ -48,6 +48,7 @@ struct template_config {
 	unsigned min_warm;	/* sandboxes kept warm */
 	unsigned max_warm;	/* the demand-driven target's ceiling */
 	unsigned max_total;	/* warm + creating + leased */
+	unsigned max_creating;	/* creations in flight for this template */
 	uint64_t timeout_ms;	/* default exec timeout */
 	uint64_t lease_ttl_ms;	/* longest a lease lives without release */
 	uint64_t max_warm_age_ms; /* warm sandboxes older than this are replaced */

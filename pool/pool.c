@@ -233,6 +233,7 @@ static void refill_pool(struct pool *p)
 	while (!ps.shutting_down && !p->backing_off &&
 	       p->count[SANDBOX_WARM] + p->count[SANDBOX_CREATING] < want &&
 	       pool_total(p) < p->tmpl->max_total && ps.live < ps.cfg->max_sandboxes &&
+	       p->count[SANDBOX_CREATING] < p->tmpl->max_creating &&
 	       ps.creating < ps.cfg->create_concurrency)
 		start_create(p);
 }
