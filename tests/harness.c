@@ -249,19 +249,23 @@ static pid_t parent_of(pid_t pid)
 	return ppid;
 }
 
-static bool descends_named(const char *pid, const void *arg)
+bool pid_descends_from(pid_t pid, pid_t ancestor)
 {
-	const struct fixture *f = arg;
-	pid_t p = (pid_t)atoi(pid);
+	pid_t p = pid;
 
-	if (!has_comm(pid, "sandpool-agent"))
-		return false;
 	for (int depth = 0; p > 1 && depth < 64; depth++) {
 		p = parent_of(p);
-		if (p == f->pid)
+		if (p == ancestor)
 			return true;
 	}
 	return false;
+}
+
+static bool descends_named(const char *pid, const void *arg)
+{
+	const struct fixture *f = arg;
+
+	return has_comm(pid, "sandpool-agent") && pid_descends_from((pid_t)atoi(pid), f->pid);
 }
 
 unsigned count_agents(const struct fixture *f)

@@ -40,6 +40,8 @@ long long fixture_stat(const struct fixture *f, const char *tmpl, const char *fi
 unsigned count_orphans(void);
 /* sandpool-agent processes (sandbox PID 1s) descending from f's daemon. */
 unsigned count_agents(const struct fixture *f);
+/* Whether pid is a descendant of ancestor (not ancestor itself). */
+bool pid_descends_from(pid_t pid, pid_t ancestor);
 /* The host pid of one of those agents, or -1. */
 pid_t find_agent(const struct fixture *f);
 unsigned count_open_fds(void);
