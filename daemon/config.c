@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "daemon/log.h"
+#include "store/ledger_path.h"
 
 #ifndef SANDPOOL_AGENT_PATH
 #error "SANDPOOL_AGENT_PATH (the installed sandpool-agent) comes from Makefile.am"
@@ -55,6 +57,7 @@ enum config_type {
 	TYPE_DURATION,	/* uint64_t milliseconds */
 	TYPE_MODE,	/* mode_t, octal */
 	TYPE_MILLI,	/* uint64_t thousandths: "1.5" -> 1500 */
+	TYPE_DOUBLE,	/* double, finite, >= 0, at most max; choices: words meaning "auto" (NAN) */
 	TYPE_ENUM,	/* an enum, the index of its name in choices */
 	TYPE_LOG_LEVEL, /* int LOG_ERR .. LOG_DEBUG; choices are the names */
 	TYPE_BIND_RO,	/* list of struct bind_mount, shared with TYPE_BIND_RW */
@@ -182,6 +185,8 @@ static const char *const network_names[] = { [NETWORK_NONE] = "none", [NETWORK_H
 static const char *const log_level_names[] = { "error", "warn", "info", "debug", NULL };
 static const char *const language_names[] = { "python", "javascript", "bash", "shell", NULL };
 static const char *const rootfs_words[] = { "host", NULL };
+static const char *const ledger_words[] = { LEDGER_PATH_OFF, NULL };
+static const char *const auto_words[] = { "auto", NULL };
 
 #define DAEMON(key, ty, field)                                                                     \
 	.section = SECTION_DAEMON, .name = key, .type = ty, .offset = offsetof(struct config, field)
@@ -229,6 +234,15 @@ static const struct config_key config_keys[] = {
 	  .help = "first host uid/gid for sandboxes; each takes two (its root and its user)" },
 	{ DAEMON("cgroup_root", TYPE_STRING, cgroup_root), .max = 1024,
 	  .help = "cgroup for sandboxes, relative to the hierarchy root; empty: automatic" },
+	{ DAEMON("ledger_path", TYPE_PATH, ledger_path), .def_fn = ledger_default_path,
+	  .max = PATH_MAX - 1, .choices = ledger_words,
+	  .help = "the usage and cost ledger (SQLite, docs/LEDGER.md); off: keep none" },
+	{ DAEMON("ledger_flush", TYPE_DURATION, ledger_flush_ms), .def = "200ms", .min = 10,
+	  .max = MIN_MS, .help = "ledger records are committed this often; a crash loses at most this much" },
+	{ DAEMON("ledger_retention", TYPE_DURATION, ledger_retention_ms), .def = "400d",
+	  .max = 100 * 365 * DAY_MS, .help = "ledger rows older than this are deleted; 0: never" },
+	{ DAEMON("ledger_backlog", TYPE_UINT, ledger_backlog), .def = "100000", .min = 100,
+	  .max = 10000000, .help = "ledger records held while the database cannot take them; more are dropped" },
 
 	{ TEMPLATE("enabled", TYPE_BOOL, enabled), .def = "yes",
 	  .help = "no: skip this template without deleting its section" },
@@ -264,6 +278,12 @@ static const struct config_key config_keys[] = {
 	  .help = "processes and threads alive at once in the sandbox (cgroup)" },
 	{ TEMPLATE("cpus", TYPE_MILLI, cpu_milli), .def = "1", .min = 10, .max = 1024 * 1000,
 	  .help = "CPU time the sandbox may use, in CPUs (cgroup quota), and vCPUs for costing" },
+	{ TEMPLATE("cost_per_vcpu_second", TYPE_DOUBLE, cost_per_vcpu_second), .def = "auto",
+	  .max = 1, .choices = auto_words,
+	  .help = "dollars per vCPU (cpus) per second a sandbox lives; auto: e2b's rate, else 0" },
+	{ TEMPLATE("cost_per_gib_second", TYPE_DOUBLE, cost_per_gib_second), .def = "auto",
+	  .max = 1, .choices = auto_words,
+	  .help = "dollars per GiB of memory per second a sandbox lives; auto: e2b's rate, else 0" },
 	{ TEMPLATE("network", TYPE_ENUM, network), .def = "none", .choices = network_names,
 	  .help = "none: only loopback; host: the host's network" },
 	{ TEMPLATE("rootfs", TYPE_PATH, rootfs), .def = "host", .max = PATH_MAX - 1,
@@ -527,7 +547,7 @@ static int parse_path(const struct config_key *k, void *base, const char *val, c
 {
 	if (val[0] == '/' || (k->choices && choice_find(k->choices, val) >= 0))
 		return string_set(k, base, val, why, whylen);
-	if (k->choices) /* one word so far: rootfs's "host" */
+	if (k->choices) /* one word per key: rootfs's "host", ledger_path's "off" */
 		snprintf(why, whylen, "'%s' is neither '%s' nor an absolute path", val,
 			 k->choices[0]);
 	else
@@ -538,6 +558,32 @@ static int parse_path(const struct config_key *k, void *base, const char *val, c
 static void free_string(const struct config_key *k, void *base)
 {
 	free(*(char **)key_field(k, base));
+}
+
+/* A plain decimal ("0.000014", "1.4e-5"): no sign, hex, inf or nan. */
+static int parse_double(const struct config_key *k, void *base, const char *val, char *why,
+			size_t whylen)
+{
+	double *field = key_field(k, base), v;
+	char *end;
+
+	if (k->choices && choice_find(k->choices, val) >= 0) {
+		*field = NAN;
+		return 0;
+	}
+	errno = 0;
+	v = strtod(val, &end);
+	if (!isdigit((unsigned char)val[0]) || *end || errno || strpbrk(val, "xX")) {
+		snprintf(why, whylen, "'%s' is not a decimal number (like 0.000014 or 1.4e-5)%s%s",
+			 val, k->choices ? " nor " : "", k->choices ? k->choices[0] : "");
+		return -EINVAL;
+	}
+	if (v > (double)k->max) {
+		snprintf(why, whylen, "%s is out of range 0..%" PRIu64, val, k->max);
+		return -ERANGE;
+	}
+	*field = v;
+	return 0;
 }
 
 static int parse_bool(const struct config_key *k, void *base, const char *val, char *why,
@@ -774,6 +820,25 @@ static void dump_log_level(const struct config_key *k, const void *base, FILE *o
 	dump_line(out, k->name, log_level_name(*(int *)key_field(k, base)));
 }
 
+/* Plain decimals (0.0000045, not 4.5e-06), as short as reads back exactly. */
+static void dump_double(const struct config_key *k, const void *base, FILE *out)
+{
+	double v = *(const double *)key_field(k, base);
+	char buf[64];
+
+	snprintf(buf, sizeof(buf), "%.17g", v);
+	for (int decimals = 0; decimals <= 20; decimals++) {
+		char shorter[64];
+
+		snprintf(shorter, sizeof(shorter), "%.*f", decimals, v);
+		if (strtod(shorter, NULL) == v) {
+			memcpy(buf, shorter, sizeof(buf));
+			break;
+		}
+	}
+	dump_line(out, k->name, isnan(v) ? k->choices[0] : buf);
+}
+
 /* One pass over both kinds: the order of bind mounts is the mount order. */
 static void dump_binds(const struct config_key *k, const void *base, FILE *out)
 {
@@ -815,6 +880,7 @@ static const struct type_ops type_ops[] = {
 			.what = "an octal mode (like 0660)" },
 	[TYPE_MILLI] = { .scan = scan_milli, .format = format_milli, .width = sizeof(uint64_t),
 			 .what = "a decimal number (like 0.5 or 2)" },
+	[TYPE_DOUBLE] = { .parse = parse_double, .dump = dump_double },
 	[TYPE_ENUM] = { .parse = parse_enum, .dump = dump_enum },
 	[TYPE_LOG_LEVEL] = { .parse = parse_log_level, .dump = dump_log_level },
 	[TYPE_BIND_RO] = { .parse = parse_bind_ro, .dump = dump_binds, .release = free_binds,
@@ -1206,6 +1272,26 @@ static int apply_overrides(struct parser *p, const struct config_overrides *ov)
 	return 0;
 }
 
+/*
+ * E2B's published prices (shared/e2b/CODE-INTERPRETER.md): $0.000014 per
+ * vCPU-second, and "8 vCPU + 4 GB = $0.468/h". The vCPU part of that
+ * example is 8 * 0.000014 * 3600 = $0.4032/h, leaving $0.0648/h for 4 GiB:
+ * $0.0162 per GiB-hour, $0.0000045 per GiB-second. docs/LEDGER.md says so.
+ */
+#define E2B_COST_PER_VCPU_SECOND 0.000014
+#define E2B_COST_PER_GIB_SECOND 0.0000045
+
+/* "auto" costs: what the backend bills, known only once the section is read. */
+static void resolve_costs(struct template_config *t)
+{
+	bool e2b = t->backend == BACKEND_E2B;
+
+	if (isnan(t->cost_per_vcpu_second))
+		t->cost_per_vcpu_second = e2b ? E2B_COST_PER_VCPU_SECOND : 0;
+	if (isnan(t->cost_per_gib_second))
+		t->cost_per_gib_second = e2b ? E2B_COST_PER_GIB_SECOND : 0;
+}
+
 static int validate_template(struct parser *p, const struct template_config *t)
 {
 	char a[32], b[32];
@@ -1257,6 +1343,8 @@ struct config *config_parse_string(const char *text, const char *name,
 	if (apply_defaults(&p, SECTION_DAEMON, p.cfg) < 0 || parse_text(&p, text) < 0)
 		goto fail;
 	drop_disabled(p.cfg);
+	for (unsigned i = 0; i < p.cfg->n_templates; i++)
+		resolve_costs(p.cfg->templates[i]);
 	if ((ov && apply_overrides(&p, ov) < 0) || validate(&p) < 0)
 		goto fail;
 	return p.cfg;

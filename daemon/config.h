@@ -59,6 +59,8 @@ struct template_config {
 	uint64_t memory;	/* bytes, cgroup memory limit */
 	unsigned pids;		/* cgroup pids limit */
 	uint64_t cpu_milli;	/* thousandths of a CPU, cgroup CPU quota */
+	double cost_per_vcpu_second; /* ledger: dollars per vCPU-second alive */
+	double cost_per_gib_second;  /* ledger: dollars per GiB of memory per second alive */
 	enum sandbox_network network;
 	char *rootfs;		/* "host" or a directory */
 	struct bind_mount binds[CONFIG_MAX_BINDS];
@@ -88,6 +90,10 @@ struct config {
 	gid_t sandbox_gid;
 	uid_t host_uid_base;	/* sandbox N owns host ids base+2N (its root) and base+2N+1 */
 	char *cgroup_root;	/* "" (auto) or a path inside the cgroup hierarchy */
+	char *ledger_path;	/* the usage ledger (SQLite), or "off" */
+	uint64_t ledger_flush_ms; /* how often queued ledger records are committed */
+	uint64_t ledger_retention_ms; /* rows older than this are pruned; 0: kept */
+	unsigned ledger_backlog; /* ledger records queued at most */
 
 	struct template_config *templates[CONFIG_MAX_TEMPLATES];
 	unsigned n_templates;

@@ -207,13 +207,27 @@ static void signal_ready(void)
 	}
 }
 
+/* "sandpool/i-" and a hash of the state dir: the same daemon finds its
+ * groups again after a crash, and two daemons never touch each other's. */
+static const char *instance_name(void)
+{
+	static char name[32];
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (const char *p = d.cfg->state_dir; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	snprintf(name, sizeof(name), "sandpool/i-%08x", h);
+	return name;
+}
+
 /* Finds the cgroup hierarchy and removes what a killed predecessor left. */
 static void prepare_cgroups(void)
 {
 	char err[512] = "";
 	unsigned swept;
 
-	if (cgroup_setup(&d.cg, d.cfg->cgroup_root ? d.cfg->cgroup_root : "", err, sizeof(err)) < 0)
+	if (cgroup_setup(&d.cg, d.cfg->cgroup_root ? d.cfg->cgroup_root : "", instance_name(), err,
+			 sizeof(err)) < 0)
 		die("cgroups: %s", err);
 	if (d.cg.version == 0) {
 		log_warn("NO RESOURCE LIMITS: %s; memory, pids and cpus are not enforced", err);

@@ -354,9 +354,10 @@ static void on_lease_expired(struct lease *l)
 	end_lease(l, "lease_ttl expired", false);
 }
 
+/* The lease and session come off sb before its execs are aborted, so that
+ * an aborted run cannot end (or hold) the sandbox a second time. */
 void rpc_sandbox_lost(struct sandbox *sb, const char *why)
 {
-	sandbox_execs_abort(sb, SANDPOOL_E_BACKEND_ERROR, why);
 	if (sb->session)
 		end_session(sb->session, SANDPOOL_E_BACKEND_ERROR, why);
 	else if (sb->lease)

@@ -160,58 +160,86 @@ static bool v2_has_controllers(const char *dir)
 
 static int enable_subtree(const char *dir)
 {
+	char buf[512];
+
+	/* Already handed down (systemd's ancestors of a delegated unit): no
+	 * write, which we might not be allowed to make. */
+	if (read_file(dir, "cgroup.subtree_control", buf, sizeof(buf)) == 0 && has_word(buf, "memory") &&
+	    has_word(buf, "pids") && has_word(buf, "cpu"))
+		return 0;
 	return write_file(dir, "cgroup.subtree_control", "+memory +pids +cpu");
 }
 
-static int setup_v2(struct cgroup_layout *l, const char *mnt, const char *root, char *err, size_t errlen)
+/* mkdir -p mnt/rel, enabling the controllers in every group on the way
+ * down: a v2 group only has what its parent hands out. */
+static int make_v2_path(const char *mnt, const char *rel, char *dir, size_t len)
 {
-	char own[PATH_MAX], dir[PATH_MAX * 2], leaf[PATH_MAX * 2 + 16];
+	int rc = 0;
+
+	if ((size_t)snprintf(dir, len, "%s/%s", mnt, rel) >= len)
+		return -ENAMETOOLONG;
+	if ((rc = mkdir_p(dir)) < 0)
+		return rc;
+	for (char *p = dir + strlen(mnt); p && rc == 0; p = strchr(p + 1, '/')) {
+		char c = *p;
+
+		*p = '\0';
+		rc = enable_subtree(dir);
+		*p = c;
+	}
+	return rc < 0 ? rc : enable_subtree(dir);
+}
+
+static int setup_v2(struct cgroup_layout *l, const char *mnt, const char *root, const char *instance,
+		    char *err, size_t errlen)
+{
+	char own[PATH_MAX], rel[PATH_MAX + 32], leaf[PATH_MAX * 2 + 16], dir[sizeof(l->base[0])];
 	int rc;
 
 	if (root[0]) {
-		snprintf(dir, sizeof(dir), "%s/%s", mnt, root[0] == '/' ? root + 1 : root);
+		snprintf(rel, sizeof(rel), "%s", root[0] == '/' ? root + 1 : root);
+	} else if (own_v2_group(own, sizeof(own)) < 0) {
+		snprintf(err, errlen, "cannot read our cgroup from /proc/self/cgroup");
+		return -ENOENT;
+	} else if (own[0]) {
+		/* A delegated group may hold processes or hand controllers to
+		 * children, not both: we move into a leaf of our own and keep
+		 * sandboxes beside it. */
+		snprintf(leaf, sizeof(leaf), "%s%s/daemon", mnt, own);
+		if ((rc = mkdir_p(leaf)) < 0 || (rc = write_file(leaf, "cgroup.procs", "0")) < 0) {
+			snprintf(err, errlen, "move into %s: %s", leaf, strerror(-rc));
+			return rc;
+		}
+		snprintf(rel, sizeof(rel), "%s/sandboxes", own + 1);
 	} else {
-		if (own_v2_group(own, sizeof(own)) < 0) {
-			snprintf(err, errlen, "cannot read our cgroup from /proc/self/cgroup");
-			return -ENOENT;
-		}
-		snprintf(dir, sizeof(dir), "%s%s", mnt, own);
-		if (own[0]) {
-			/* A delegated group may hold processes or enable
-			 * controllers for children, not both: we move into a
-			 * leaf of our own and keep sandboxes beside it. */
-			snprintf(leaf, sizeof(leaf), "%s/daemon", dir);
-			if ((rc = mkdir_p(leaf)) < 0 || (rc = write_file(leaf, "cgroup.procs", "0")) < 0) {
-				snprintf(err, errlen, "move into %s: %s", leaf, strerror(-rc));
-				return rc;
-			}
-			if ((rc = enable_subtree(dir)) < 0) {
-				snprintf(err, errlen, "enable controllers in %s: %s", dir, strerror(-rc));
-				return rc;
-			}
-		}
-		strncat(dir, "/sandboxes", sizeof(dir) - strlen(dir) - 1);
+		/* The root group: no delegation to lean on; a directory per
+		 * daemon instance, as on v1. */
+		snprintf(rel, sizeof(rel), "%s", instance);
 	}
-	if ((rc = mkdir_p(dir)) < 0 || (rc = enable_subtree(dir)) < 0) {
-		snprintf(err, errlen, "prepare %s: %s", dir, strerror(-rc));
+	if ((rc = make_v2_path(mnt, rel, dir, sizeof(dir))) < 0) {
+		snprintf(err, errlen, "prepare %s/%s: %s", mnt, rel, strerror(-rc));
 		return rc;
 	}
 	l->version = 2;
-	snprintf(l->base[0], sizeof(l->base[0]), "%s", dir);
+	memcpy(l->base[0], dir, sizeof(dir));
 	return 0;
 }
 
 static int setup_v1(struct cgroup_layout *l, const struct mounts *m, const char *root, char *err,
 		    size_t errlen)
 {
-	const char *rel = root[0] ? (root[0] == '/' ? root + 1 : root) : "sandpool";
+	const char *rel = root[0] == '/' ? root + 1 : root;
 	int rc;
 
 	for (int c = 0; c < CG_NCTRL; c++) {
 		if (!m->v1[c][0])
 			continue;
-		snprintf(l->base[c], sizeof(l->base[c]), "%s/%s", m->v1[c], rel);
-		if ((rc = mkdir_p(l->base[c])) < 0) {
+		if ((size_t)snprintf(l->base[c], sizeof(l->base[c]), "%s/%s", m->v1[c], rel) >=
+		    sizeof(l->base[c]))
+			rc = -ENAMETOOLONG;
+		else
+			rc = mkdir_p(l->base[c]);
+		if (rc < 0) {
 			snprintf(err, errlen, "create %s: %s", l->base[c], strerror(-rc));
 			return rc;
 		}
@@ -220,20 +248,27 @@ static int setup_v1(struct cgroup_layout *l, const struct mounts *m, const char 
 	return 0;
 }
 
-int cgroup_setup(struct cgroup_layout *l, const char *root, char *err, size_t errlen)
+int cgroup_setup(struct cgroup_layout *l, const char *root, const char *instance, char *err,
+		 size_t errlen)
 {
 	struct mounts m;
-	char own[PATH_MAX], dir[PATH_MAX * 2];
+	char own[PATH_MAX], dir[PATH_MAX * 2], v1root[PATH_MAX];
 
 	memset(l, 0, sizeof(*l));
+	/* Without a configured root, each daemon instance gets a directory of
+	 * its own: the start-up sweep must only ever remove its own groups. */
+	if (root[0])
+		snprintf(v1root, sizeof(v1root), "%s", root);
+	else
+		snprintf(v1root, sizeof(v1root), "%s", instance);
 	find_mounts(&m);
 	if (m.v2[0] && own_v2_group(own, sizeof(own)) == 0) {
 		snprintf(dir, sizeof(dir), "%s%s", m.v2, own);
 		if (v2_has_controllers(dir))
-			return setup_v2(l, m.v2, root, err, errlen);
+			return setup_v2(l, m.v2, root, instance, err, errlen);
 	}
 	if (m.v1[CG_MEMORY][0] || m.v1[CG_PIDS][0] || m.v1[CG_CPU][0])
-		return setup_v1(l, &m, root, err, errlen);
+		return setup_v1(l, &m, v1root, err, errlen);
 	snprintf(err, errlen, "no cgroup hierarchy with memory, pids or cpu controllers");
 	return 0;
 }
@@ -421,6 +456,14 @@ unsigned cgroup_sweep(const struct cgroup_layout *l)
 		closedir(d);
 	}
 	return n;
+}
+
+void cgroup_teardown(const struct cgroup_layout *l)
+{
+	cgroup_sweep(l);
+	for (int c = 0; c < CG_NCTRL && l->version; c++)
+		if (ctrl_present(l, c))
+			(void)rmdir(l->base[c]);
 }
 
 int cgroup_read_events(const struct cgroup_layout *l, const char *id, struct cgroup_events *ev)

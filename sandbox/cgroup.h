@@ -45,12 +45,14 @@ struct cgroup_events {
 
 /*
  * Finds the hierarchy and prepares root (a path relative to the
- * hierarchy's root, or "" for <own cgroup>/sandpool), moving the calling
- * process into a leaf when v2 requires it. Returns 0, or -errno with a
+ * hierarchy's root), or when root is "": on v2 <own cgroup>/sandboxes
+ * (moving the calling process into <own cgroup>/daemon, as delegation
+ * requires), on v1 and in a v2 root group the path instance (e.g.
+ * "sandpool/i-1a2b3c4d", one per daemon). Returns 0, or -errno with a
  * message in err; a host without usable cgroups yields version 0.
  */
-int cgroup_setup(struct cgroup_layout *l, const char *root, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+int cgroup_setup(struct cgroup_layout *l, const char *root, const char *instance, char *err,
+		 size_t errlen) __attribute__((warn_unused_result));
 /* Creates the sandbox's group(s) and writes limits. */
 int cgroup_create(const struct cgroup_layout *l, const char *id, const struct cgroup_limits *lim,
 		  char *err, size_t errlen) __attribute__((warn_unused_result));
@@ -61,6 +63,8 @@ int cgroup_attach(const struct cgroup_layout *l, const char *id, pid_t pid)
 int cgroup_destroy(const struct cgroup_layout *l, const char *id);
 /* Removes every sandbox group left under the base (a previous daemon's). */
 unsigned cgroup_sweep(const struct cgroup_layout *l);
+/* At a clean exit: removes every sandbox group and the base itself. */
+void cgroup_teardown(const struct cgroup_layout *l);
 int cgroup_read_events(const struct cgroup_layout *l, const char *id, struct cgroup_events *ev);
 
 #endif

@@ -363,7 +363,7 @@ static void __attribute__((noreturn)) spawner_main(int sock, int agent_fd)
 
 		if (n == 0) {
 			/* The daemon is gone: leave no group behind. */
-			cgroup_sweep(&sp_cg);
+			cgroup_teardown(&sp_cg);
 			_exit(0);
 		}
 		if (n < 0) {
