@@ -2,9 +2,12 @@
 # The README's two set-up commands, for a fresh Debian 12 machine, as root:
 #   ./bootstrap.sh run    install build dependencies, build, start sandpoold on
 #                         the embedded default and run a first command in a sandbox
-#   ./bootstrap.sh test   install build dependencies, build, run the test suite
+#   ./bootstrap.sh test   install build dependencies, build, run the test suite,
+#                         then run it again built with ASan and UBSan
+# Builds go to build/ and build-sanitizers/, out of the source tree.
 set -eu
 cd "$(dirname "$0")"
+top=$(pwd)
 
 DEPS="build-essential autoconf automake libtool pkg-config libevent-dev libcurl4-openssl-dev
 libmsgpack-dev libsqlite3-dev check libseccomp-dev sqlite3 python3"
@@ -21,34 +24,44 @@ deps() {
 	fi
 }
 
+# build DIR [CONFIGURE ARGS...]
 build() {
+	dir=$1
+	shift
 	[ -x configure ] || ./autogen.sh
-	[ -f Makefile ] || ./configure ${CONFIGURE_FLAGS:-}
-	make -j"$(nproc)"
+	mkdir -p "$dir"
+	(cd "$dir" && { [ -f Makefile ] || "$top/configure" "$@"; } && make -j"$(nproc)")
+}
+
+# check DIR: runs the suite, prints each check suite's verdict and one
+# passed/failed line for all of them; returns make's status.
+check() {
+	status=0
+	(cd "$1" && make -j"$(nproc)" check) || status=$?
+	grep -h -E '^[0-9]+%: Checks: ' "$1"/tests/*.log "$1"/tests/*/*.log 2>/dev/null || true
+	cat "$1"/tests/*.log "$1"/tests/*/*.log 2>/dev/null | awk '
+		/^[0-9]+%: Checks: / { gsub(",", ""); c += $3; f += $5 + $7 }
+		END { printf "%d passed, %d failed\n", c - f, f }'
+	if [ "$status" -ne 0 ]; then
+		tail -n 200 "$1"/test-suite.log 2>/dev/null
+	fi
+	return "$status"
 }
 
 case "${1:-}" in
 run)
 	deps
-	build
-	./sandpoold
-	./sandpool status
-	./sandpool run -- python3 -c 'print(6*7)'
+	build build
+	build/sandpoold
+	build/sandpool status
+	build/sandpool run -- python3 -c 'print(6*7)'
 	;;
 test)
 	deps
-	build
-	status=0
-	make -j"$(nproc)" check || status=$?
-	# Every check suite's verdict, then one line for all of them.
-	grep -h -E '^[0-9]+%: Checks: ' tests/*.log tests/*/*.log 2>/dev/null || true
-	cat tests/*.log tests/*/*.log 2>/dev/null | awk '
-		/^[0-9]+%: Checks: / { gsub(",", ""); c += $3; f += $5 + $7 }
-		END { printf "%d passed, %d failed\n", c - f, f }'
-	if [ "$status" -ne 0 ]; then
-		tail -n 200 test-suite.log 2>/dev/null
-		exit "$status"
-	fi
+	build build
+	check build
+	build build-sanitizers --enable-sanitizers
+	check build-sanitizers
 	;;
 *)
 	echo "usage: $0 run|test" >&2

@@ -477,7 +477,7 @@ static Suite *daemon_suite(void)
 	TCase *tc = tcase_create("e2e");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 120);
+	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_hello_and_templates);
 	tcase_add_test(tc, test_run_python_warm);
 	tcase_add_test(tc, test_isolation);
