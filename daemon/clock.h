@@ -3,6 +3,7 @@
 #define SANDPOOL_CLOCK_H
 
 #include <stdint.h>
+#include <sys/time.h>
 #include <time.h>
 
 static inline uint64_t clock_us(clockid_t id)
@@ -21,6 +22,12 @@ static inline uint64_t monotonic_us(void)
 static inline uint64_t realtime_us(void)
 {
 	return clock_us(CLOCK_REALTIME);
+}
+
+/* A libevent timeout of ms milliseconds. */
+static inline struct timeval ms_timeval(uint64_t ms)
+{
+	return (struct timeval){ .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
 }
 
 #endif

@@ -735,8 +735,7 @@ static void acquire_session(struct rpc_client *cl, const struct rpc_msg *m, stru
 	rw->run = run;
 	run = NULL;
 	if (s) {
-		struct timeval tv = { .tv_sec = (time_t)(wait_ms / 1000),
-				      .tv_usec = (suseconds_t)(wait_ms % 1000) * 1000 };
+		struct timeval tv = ms_timeval(wait_ms);
 
 		if (wait_ms)
 			rw->session_timer = evtimer_new(rpc_base, on_session_wait_timeout, rw);

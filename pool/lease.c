@@ -86,8 +86,7 @@ struct lease *lease_new(struct sandbox *sb, uid_t uid, pid_t pid, uint64_t ttl_m
 			void (*on_expire)(struct lease *l))
 {
 	struct lease *l = calloc(1, sizeof(*l));
-	struct timeval tv = { .tv_sec = (time_t)(ttl_ms / 1000),
-			      .tv_usec = (suseconds_t)(ttl_ms % 1000) * 1000 };
+	struct timeval tv = ms_timeval(ttl_ms);
 
 	if (!l)
 		return NULL;
@@ -149,8 +148,7 @@ struct lease *lease_find(const char *id, size_t len)
 
 void lease_renew(struct lease *l, uint64_t ttl_ms)
 {
-	struct timeval tv = { .tv_sec = (time_t)(ttl_ms / 1000),
-			      .tv_usec = (suseconds_t)(ttl_ms % 1000) * 1000 };
+	struct timeval tv = ms_timeval(ttl_ms);
 
 	evtimer_add(l->ttl_timer, &tv);
 }

@@ -308,8 +308,7 @@ static void start_backoff(struct pool *p)
 	/* Full jitter in [ms/2, ms): pools failing together retry apart. */
 	(void)!getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
 	ms = ms / 2 + (ms / 2 ? rnd % (ms / 2) : 0);
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	tv = ms_timeval(ms);
 	p->backing_off = true;
 	evtimer_add(p->backoff_timer, &tv);
 }
@@ -564,8 +563,7 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 
 void pool_system_shutdown(void (*on_empty)(void), uint64_t drain_ms)
 {
-	struct timeval tv = { .tv_sec = (time_t)(drain_ms / 1000),
-			      .tv_usec = (suseconds_t)(drain_ms % 1000) * 1000 };
+	struct timeval tv = ms_timeval(drain_ms);
 	unsigned leased = 0;
 
 	ps.shutting_down = true;
@@ -714,8 +712,7 @@ int pool_acquire(struct pool *p, struct pool_waiter *w, uint64_t wait_ms, struct
 		snprintf(msg, msglen, "out of memory");
 		return -SANDPOOL_E_INTERNAL;
 	}
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	tv = ms_timeval(ms);
 	evtimer_add(w->timer, &tv);
 	TAILQ_INSERT_TAIL(&p->waiters, w, link);
 	p->n_waiting++;

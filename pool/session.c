@@ -84,16 +84,11 @@ static void on_age(evutil_socket_t fd, short what, void *arg)
 	st.on_expire(arg, "session_max_age reached");
 }
 
-static struct timeval ms_tv(uint64_t ms)
-{
-	return (struct timeval){ .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
-}
-
 struct session *session_new(const char *name, size_t len, uid_t uid, struct pool *pool,
 			    uint64_t idle_ttl_ms, uint64_t max_age_ms)
 {
 	struct session *s = calloc(1, sizeof(*s));
-	struct timeval tv = ms_tv(max_age_ms);
+	struct timeval tv = ms_timeval(max_age_ms);
 
 	if (!s)
 		return NULL;
@@ -130,7 +125,7 @@ void session_free(struct session *s)
 
 void session_idle_start(struct session *s)
 {
-	struct timeval tv = ms_tv(s->idle_ttl_ms);
+	struct timeval tv = ms_timeval(s->idle_ttl_ms);
 
 	evtimer_add(s->idle_timer, &tv);
 }

@@ -195,8 +195,7 @@ static void on_notify(struct local_sandbox *ls, const struct rpc_msg *m)
 		event_del(ls->create_timer);
 		ls->health_timer = event_new(local_base, -1, EV_PERSIST, on_health, ls);
 		if (ls->health_timer) {
-			struct timeval tv = { .tv_sec = (time_t)(local_cfg->health_interval_ms / 1000),
-					      .tv_usec = (suseconds_t)(local_cfg->health_interval_ms % 1000) * 1000 };
+			struct timeval tv = ms_timeval(local_cfg->health_interval_ms);
 
 			event_add(ls->health_timer, &tv);
 		}
