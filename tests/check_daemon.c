@@ -33,15 +33,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	if (fx.pid > 0) {
-		int rc = fixture_stop(&fx);
-
-		if (rc != 0)
-			fixture_dump_log(&fx);
-		ck_assert_int_eq(rc, 0);
-	}
-	ck_assert_uint_eq(count_orphans(), 0);
-	fixture_cleanup(&fx);
+	fixture_finish(&fx);
 }
 
 static double now_s(void)
@@ -495,11 +487,5 @@ static Suite *daemon_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(daemon_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return run_suite(daemon_suite());
 }

@@ -17,19 +17,6 @@
 
 static struct fixture fx;
 
-static void stop_clean(void)
-{
-	if (fx.pid > 0) {
-		int rc = fixture_stop(&fx);
-
-		if (rc != 0)
-			fixture_dump_log(&fx);
-		ck_assert_int_eq(rc, 0);
-	}
-	ck_assert_uint_eq(count_orphans(), 0);
-	fixture_cleanup(&fx);
-}
-
 static char *run_in(struct sandpool *sp, const char *lease_id, const char *cmd)
 {
 	struct sandpool_exec_opts o = { .cmd = cmd };
@@ -94,7 +81,7 @@ START_TEST(test_session_keeps_state)
 	sandpool_lease_free(&l1);
 	sandpool_lease_free(&l2);
 	sandpool_close(b);
-	stop_clean();
+	fixture_finish(&fx);
 }
 END_TEST
 
@@ -143,7 +130,7 @@ START_TEST(test_session_wait)
 	ck_assert(w.reused);
 	sandpool_lease_free(&l);
 	sandpool_close(sp);
-	stop_clean();
+	fixture_finish(&fx);
 }
 END_TEST
 
@@ -182,7 +169,7 @@ START_TEST(test_session_other_uid_forbidden)
 	ck_assert_int_eq(WEXITSTATUS(status), 0);
 	sandpool_lease_free(&l);
 	sandpool_close(sp);
-	stop_clean();
+	fixture_finish(&fx);
 }
 END_TEST
 
@@ -219,7 +206,7 @@ START_TEST(test_lease_expiry_and_idle_session)
 	sandpool_lease_free(&s1);
 	sandpool_lease_free(&s2);
 	sandpool_close(sp);
-	stop_clean();
+	fixture_finish(&fx);
 }
 END_TEST
 
@@ -268,7 +255,7 @@ START_TEST(test_hundred_waiters_at_max_total)
 	ck_assert_int_eq(served, WAITERS);
 	ck_assert_int_eq(fixture_stat(&fx, "shell", "waiting"), 0);
 	ck_assert_int_eq(fixture_stat(&fx, "shell", "leased"), 0);
-	stop_clean();
+	fixture_finish(&fx);
 }
 END_TEST
 
@@ -293,7 +280,7 @@ START_TEST(test_degraded_fails_fast)
 	ck_assert_int_eq(sandpool_lease(sp, &o, &l, &err), 0);
 	sandpool_lease_free(&l);
 	sandpool_close(sp);
-	stop_clean();
+	fixture_finish(&fx);
 }
 END_TEST
 
@@ -348,7 +335,7 @@ START_TEST(test_target_follows_demand)
 	for (int i = 0; i < 150 && fixture_stat(&fx, "shell", "target") > 1; i++)
 		usleep(100000);
 	ck_assert_int_eq(fixture_stat(&fx, "shell", "target"), 1);
-	stop_clean();
+	fixture_finish(&fx);
 }
 END_TEST
 
@@ -401,7 +388,7 @@ START_TEST(test_sigterm_drains_leases)
 	ck_assert_int_eq(sandpool_release(sp, l.lease_id, &err), 0);
 	sandpool_lease_free(&l);
 	sandpool_close(sp);
-	stop_clean();
+	fixture_finish(&fx);
 }
 END_TEST
 
@@ -462,7 +449,7 @@ START_TEST(test_kill9_leaves_nothing)
 		ck_assert_uint_eq(count_cgroups(root), 0);
 		fixture_cleanup(&again);
 	}
-	stop_clean();
+	fixture_finish(&fx);
 }
 END_TEST
 
@@ -486,7 +473,7 @@ START_TEST(test_rotation_and_health)
 		usleep(50000);
 	ck_assert_int_ne(kill(agent, 0), 0);
 	ck_assert(fixture_wait_warm(&fx, "shell", 2, 20000));
-	stop_clean();
+	fixture_finish(&fx);
 }
 END_TEST
 
@@ -542,7 +529,7 @@ START_TEST(test_reload)
 	ck_assert_int_eq(sandpool_lease(sp, &o, &l, &err), 0);
 	sandpool_lease_free(&l);
 	sandpool_close(sp);
-	stop_clean();
+	fixture_finish(&fx);
 }
 END_TEST
 
@@ -550,10 +537,8 @@ int main(void)
 {
 	Suite *s = suite_create("pool");
 	TCase *tc = tcase_create("pool");
-	SRunner *sr;
-	int failed;
 
-	tcase_set_timeout(tc, 180);
+	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_session_keeps_state);
 	tcase_add_test(tc, test_session_wait);
 	tcase_add_test(tc, test_session_other_uid_forbidden);
@@ -566,9 +551,5 @@ int main(void)
 	tcase_add_test(tc, test_rotation_and_health);
 	tcase_add_test(tc, test_reload);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return run_suite(s);
 }

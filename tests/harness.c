@@ -109,6 +109,30 @@ void fixture_cleanup(struct fixture *f)
 		fprintf(stderr, "could not remove %s\n", f->dir);
 }
 
+void fixture_finish(struct fixture *f)
+{
+	if (f->pid > 0) {
+		int rc = fixture_stop(f);
+
+		if (rc != 0)
+			fixture_dump_log(f);
+		ck_assert_int_eq(rc, 0);
+	}
+	ck_assert_uint_eq(count_orphans(), 0);
+	fixture_cleanup(f);
+}
+
+int run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
+
 void fixture_dump_log(const struct fixture *f)
 {
 	char buf[4096];

@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include <check.h>
+
 #include "ipc/sandpool.h"
 
 struct fixture {
@@ -27,6 +29,11 @@ void fixture_start(struct fixture *f, const char *templates_conf);
 int fixture_stop(struct fixture *f);
 /* rm -rf the temp dir. */
 void fixture_cleanup(struct fixture *f);
+/* Stops f's daemon if it runs (asserting exit status 0), asserts that no
+ * process was left behind, and removes its files. */
+void fixture_finish(struct fixture *f);
+/* Runs s and returns the exit status for main(). */
+int run_suite(Suite *s);
 /* Prints the daemon's log to stderr (on failure). */
 void fixture_dump_log(const struct fixture *f);
 
