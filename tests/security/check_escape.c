@@ -444,7 +444,7 @@ static void sweep_dead_fixtures(void)
 
 			if (sscanf(e->d_name, "sandpool-escape-%d", &pid) != 1 || kill(pid, 0) == 0)
 				continue;
-			snprintf(base, sizeof(base), "%s/%s", hier[i], e->d_name);
+			snprintf(base, sizeof(base), "%.*s/%s", PATH_MAX - 1, hier[i], e->d_name);
 			gd = opendir(base);
 			while (gd && (g = readdir(gd))) {
 				snprintf(group, sizeof(group), "%s/%s", base, g->d_name);
