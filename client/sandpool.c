@@ -1,7 +1,8 @@
 /*
  * sandpool: the command-line client of sandpoold. Each command is one call
  * through libsandpool; results print as a table, a line, the command's own
- * output, or with --json the raw result.
+ * output, or with --json the raw result. `report` alone reads the ledger
+ * database instead (store/report.c), so it works with the daemon stopped.
  */
 #include "autoconfig.h"
 
@@ -9,10 +10,13 @@
 
 #include "daemon/log.h"
 #include "ipc/codec.h"
+#include "store/ledger_path.h"
+#include "store/report.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -50,6 +54,7 @@ static const char usage_text[] =
 	"                                belongs to a session)\n"
 	"  renew LEASE                   restart a lease's lease_ttl\n"
 	"  end-session NAME              end a session and destroy its sandbox\n"
+	"  report [OPTIONS]              usage and cost from the ledger (docs/LEDGER.md)\n"
 	"\n"
 	"run and exec options:\n"
 	"  -t, --template NAME   template to lease from (run, lease; default shell)\n"
@@ -61,6 +66,17 @@ static const char usage_text[] =
 	"  -e, --env KEY=VALUE   add to CMD's environment; repeatable\n"
 	"  -C, --cwd DIR         CMD's working directory (default /workspace)\n"
 	"      --stdin           send this program's standard input to CMD\n"
+	"\n"
+	"report options (it reads the ledger directly; the daemon need not run):\n"
+	"      --db PATH         the ledger; default: the daemon's default ledger_path,\n"
+	"                        /var/lib/sandpool/ledger.db as root, else\n"
+	"                        $XDG_STATE_HOME/sandpool/ledger.db or\n"
+	"                        ~/.local/state/sandpool/ledger.db\n"
+	"      --since WHEN      from WHEN: 24h, 7d, 2w (back from now), 2026-11-23 or\n"
+	"                        2026-11-23T08:00:00Z (UTC); default: the beginning\n"
+	"      --until WHEN      up to WHEN (excluded); default: now\n"
+	"      --by WHAT         template (default), day, client, session or pool\n"
+	"      --format FORMAT   table (default), json or csv; --json means json\n"
 	"\n"
 	"global options, also accepted after COMMAND:\n"
 	"      --socket PATH     the daemon's socket; default $SANDPOOL_SOCKET, else\n"
@@ -113,6 +129,11 @@ enum {
 	OPT_TIMEOUT,
 	OPT_WAIT,
 	OPT_STDIN,
+	OPT_DB,
+	OPT_SINCE,
+	OPT_UNTIL,
+	OPT_BY,
+	OPT_FORMAT,
 };
 
 /* Leading '+': options end at the first operand (the command, or CMD), so
@@ -372,6 +393,15 @@ static void json_string(FILE *f, const char *s, size_t len)
 
 static void json_value(FILE *f, const msgpack_object *o, int depth);
 
+/* The shortest of %.15g and %.17g that reads back as v: 0.3, not
+ * 0.29999999999999999. */
+static void format_double(double v, char *buf, size_t size)
+{
+	snprintf(buf, size, "%.15g", v);
+	if (strtod(buf, NULL) != v)
+		snprintf(buf, size, "%.17g", v);
+}
+
 /* JSON keys are strings; any other msgpack key is quoted as its JSON text. */
 static void json_key(FILE *f, const msgpack_object *k)
 {
@@ -417,10 +447,14 @@ static void json_value(FILE *f, const msgpack_object *o, int depth)
 	case MSGPACK_OBJECT_FLOAT32:
 	case MSGPACK_OBJECT_FLOAT64:
 		/* JSON has no NaN or infinity. */
-		if (isfinite(o->via.f64))
-			fprintf(f, "%.17g", o->via.f64);
-		else
+		if (isfinite(o->via.f64)) {
+			char num[32];
+
+			format_double(o->via.f64, num, sizeof(num));
+			fputs(num, f);
+		} else {
 			fputs("null", f);
+		}
 		break;
 	case MSGPACK_OBJECT_STR:
 		json_string(f, o->via.str.ptr, o->via.str.size);
@@ -553,7 +587,7 @@ static void cell_text(const msgpack_object *o, enum cell_kind kind, char *buf, s
 		return;
 	case MSGPACK_OBJECT_FLOAT32:
 	case MSGPACK_OBJECT_FLOAT64:
-		snprintf(buf, size, "%g", o->via.f64);
+		format_double(o->via.f64, buf, size);
 		return;
 	case MSGPACK_OBJECT_STR:
 	case MSGPACK_OBJECT_BIN:
@@ -579,9 +613,11 @@ static void print_cell(const char *text, size_t width, bool last)
 /* Prints rows (maps) under cols, each column as wide as its widest cell. */
 static void print_table(const struct column *cols, size_t ncols, const msgpack_object_array *rows)
 {
-	size_t width[16] = {0};
+	size_t width[32] = {0};
 	char cell[256];
 
+	if (ncols > ARRAY_SIZE(width))
+		ncols = ARRAY_SIZE(width);
 	for (size_t c = 0; c < ncols; c++) {
 		width[c] = strlen(cols[c].header);
 		for (uint32_t r = 0; rows && r < rows->size; r++) {
@@ -965,6 +1001,158 @@ static int cmd_exec(struct cli *cli, int argc, char **argv)
 	return cmd_run_or_exec(cli, argc, argv, false);
 }
 
+/* --- report ------------------------------------------------------------------ */
+
+enum report_format {
+	FORMAT_TABLE,
+	FORMAT_JSON,
+	FORMAT_CSV,
+};
+
+/* RFC 4180: quoted when it holds a comma, quote or line break. */
+static void csv_field(const msgpack_object *o)
+{
+	char buf[256];
+
+	if (!o || o->type == MSGPACK_OBJECT_NIL)
+		return;
+	if (o->type != MSGPACK_OBJECT_STR) {
+		cell_text(o, CELL_PLAIN, buf, sizeof(buf));
+		fputs(buf, stdout);
+		return;
+	}
+	if (!memchr(o->via.str.ptr, ',', o->via.str.size) &&
+	    !memchr(o->via.str.ptr, '"', o->via.str.size) &&
+	    !memchr(o->via.str.ptr, '\n', o->via.str.size) &&
+	    !memchr(o->via.str.ptr, '\r', o->via.str.size)) {
+		fwrite(o->via.str.ptr, 1, o->via.str.size, stdout);
+		return;
+	}
+	putchar('"');
+	for (uint32_t i = 0; i < o->via.str.size; i++) {
+		if (o->via.str.ptr[i] == '"')
+			putchar('"');
+		putchar(o->via.str.ptr[i]);
+	}
+	putchar('"');
+}
+
+static void print_csv(const msgpack_object_array *cols, const msgpack_object_array *rows)
+{
+	for (uint32_t c = 0; c < cols->size; c++) {
+		fputs(c ? "," : "", stdout);
+		csv_field(&cols->ptr[c]);
+	}
+	putchar('\n');
+	for (uint32_t r = 0; r < rows->size; r++) {
+		for (uint32_t c = 0; c < cols->size; c++) {
+			char name[128];
+
+			cell_text(&cols->ptr[c], CELL_PLAIN, name, sizeof(name));
+			fputs(c ? "," : "", stdout);
+			csv_field(ipc_map_get(&rows->ptr[r], name));
+		}
+		putchar('\n');
+	}
+}
+
+/* The table's columns are the view's, named as in SQL. */
+static void print_report_table(const msgpack_object *result, const msgpack_object_array *cols,
+			       const msgpack_object_array *rows)
+{
+	struct column table[32];
+	char names[32][128];
+	const char *view = "", *since, *until;
+	uint32_t len, slen = 0, ulen = 0, n = cols->size < 32 ? cols->size : 32;
+
+	(void)ipc_get_str(result, "view", &view, &len);
+	if (ipc_get_str(result, "since", &since, &slen) < 0)
+		since = "the beginning", slen = (uint32_t)strlen(since);
+	if (ipc_get_str(result, "until", &until, &ulen) < 0)
+		until = "now", ulen = (uint32_t)strlen(until);
+	printf("%.*s, from %.*s to %.*s\n\n", (int)len, view, (int)slen, since, (int)ulen, until);
+	for (uint32_t c = 0; c < n; c++) {
+		cell_text(&cols->ptr[c], CELL_PLAIN, names[c], sizeof(names[c]));
+		table[c] = (struct column){names[c], names[c], CELL_PLAIN};
+	}
+	print_table(table, n, rows);
+}
+
+static int cmd_report(struct cli *cli, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		COMMON_LONGOPTS,
+		{"db", required_argument, NULL, OPT_DB},
+		{"since", required_argument, NULL, OPT_SINCE},
+		{"until", required_argument, NULL, OPT_UNTIL},
+		{"by", required_argument, NULL, OPT_BY},
+		{"format", required_argument, NULL, OPT_FORMAT},
+		{NULL, 0, NULL, 0},
+	};
+	static const char *const formats[] = {[FORMAT_TABLE] = "table", [FORMAT_JSON] = "json",
+					      [FORMAT_CSV] = "csv"};
+	struct report_query q = {0};
+	const msgpack_object_array *cols = NULL, *rows = NULL;
+	enum report_format format = FORMAT_TABLE;
+	char db[PATH_MAX], err[1024];
+	struct report r;
+	bool format_given = false;
+	int c, rc;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_DB:
+			q.db_path = optarg;
+			break;
+		case OPT_SINCE:
+			q.since = optarg;
+			break;
+		case OPT_UNTIL:
+			q.until = optarg;
+			break;
+		case OPT_BY:
+			q.by = optarg;
+			break;
+		case OPT_FORMAT:
+			for (format = 0; format < ARRAY_SIZE(formats); format++)
+				if (!strcmp(optarg, formats[format]))
+					break;
+			if (format == ARRAY_SIZE(formats))
+				return usage_error(cli, "--format takes table, json or csv, not %s",
+						   optarg);
+			format_given = true;
+			break;
+		default:
+			if ((rc = common_option(cli, c, argv)) != PARSE_ON)
+				return rc;
+		}
+	}
+	if (optind < argc)
+		return usage_error(cli, "unexpected argument %s", argv[optind]);
+	if (cli->json && !format_given)
+		format = FORMAT_JSON;
+	if (!q.db_path) {
+		if (ledger_default_path(db, sizeof(db)) < 0)
+			return usage_error(cli, "no default ledger path: give --db");
+		q.db_path = db;
+	}
+	if (report_run(&q, &r, err, sizeof(err)) < 0) {
+		fprintf(stderr, "sandpool: report: %s\n", err);
+		return EXIT_FAILED;
+	}
+	(void)ipc_get_array(r.result, "columns", &cols);
+	(void)ipc_get_array(r.result, "rows", &rows);
+	if (format == FORMAT_JSON)
+		json_print(r.result);
+	else if (format == FORMAT_CSV)
+		print_csv(cols, rows);
+	else
+		print_report_table(r.result, cols, rows);
+	report_free(&r);
+	return EXIT_SUCCESS;
+}
+
 static const struct command {
 	const char *name;
 	int (*run)(struct cli *cli, int argc, char **argv);
@@ -977,6 +1165,7 @@ static const struct command {
 	{"release", cmd_release},
 	{"renew", cmd_renew},
 	{"end-session", cmd_end_session},
+	{"report", cmd_report},
 };
 
 int main(int argc, char **argv)

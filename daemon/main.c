@@ -27,6 +27,7 @@
 #include "sandbox/cgroup.h"
 #include "sandbox/local.h"
 #include "sandbox/spawner.h"
+#include "store/ledger.h"
 
 /* Sandboxes get this long past drain_timeout to die before we stop waiting. */
 #define SHUTDOWN_GRACE_SEC 10
@@ -301,6 +302,8 @@ static void teardown(void)
 	if (d.srv)
 		ipc_server_free(d.srv);
 	pool_system_free();
+	/* After everything that may still end a lease or a sandbox. */
+	ledger_stop();
 	lease_table_free();
 	spawner_stop(d.spawner);
 	if (d.sig_term)
@@ -400,6 +403,12 @@ int main(int argc, char **argv)
 			   &(struct spawner_ids){ d.cfg->host_uid_base, d.cfg->max_sandboxes });
 	if (rc < 0)
 		die("cannot start the sandbox spawner: %s", strerror(-rc));
+	/* After the spawner's fork: the ledger's writer is a thread. */
+	if (ledger_start_config(d.cfg, err, sizeof(err)) < 0) {
+		log_error("start-up failed: %s (or set ledger_path = off)", err);
+		teardown();
+		return 1;
+	}
 	rc = setup_runtime();
 	if (rc < 0) {
 		log_error("start-up failed: %s", strerror(-rc));

@@ -16,6 +16,7 @@
 #include "pool/pool.h"
 #include "pool/session.h"
 #include "sandbox/sandbox.h"
+#include "store/ledger.h"
 
 #define MAX_ARGS 4096
 #define MAX_ENV 512
@@ -37,6 +38,7 @@ struct rpc_client {
 	TAILQ_HEAD(, rpc_wait) waits;
 	TAILQ_HEAD(, rpc_exec) execs;
 	unsigned n_leases;
+	char process[17]; /* the peer's /proc/PID/comm, for the ledger */
 };
 
 /* An owned copy of an exec's parameters (a run may wait for its lease). */
@@ -74,6 +76,9 @@ struct rpc_exec {
 	bool warm;
 	uint64_t waited_us;
 	char sandbox_id[24];
+	char lease_id[24];	 /* for the ledger */
+	uint64_t started_us;	 /* monotonic */
+	uint64_t bytes_out;	 /* stdout + stderr, streamed or not */
 	TAILQ_ENTRY(rpc_exec) link;
 };
 
@@ -311,12 +316,14 @@ static int parse_exec_spec(const msgpack_object *params, const struct template_c
 
 /* ---- leases ------------------------------------------------------------ */
 
-static void end_session(struct session *s, enum sandpool_errcode code, const char *why);
+static void end_session(struct session *s, enum sandpool_errcode code, const char *why,
+			enum ledger_reason reason);
 static void serve_session(struct session *s);
 
 /* Ends l. A session's sandbox is kept for the session when keep says the
- * lease ended normally; any other sandbox is destroyed. */
-static void end_lease(struct lease *l, const char *why, bool keep)
+ * lease ended normally; any other sandbox is destroyed. reason is the
+ * ledger's word for why. */
+static void end_lease(struct lease *l, const char *why, enum ledger_reason reason, bool keep)
 {
 	struct sandbox *sb = l->sb;
 	struct rpc_client *cl = l->owner;
@@ -327,6 +334,7 @@ static void end_lease(struct lease *l, const char *why, bool keep)
 		cl->n_leases--;
 	}
 	log_debug("lease %s on %s ended: %s", l->id, sb ? sb->id : "-", why);
+	ledger_lease_released(l->id, reason);
 	/* Unlink first: a run exec aborted below must not end it again. */
 	l->sb = NULL;
 	if (sb)
@@ -342,28 +350,30 @@ static void end_lease(struct lease *l, const char *why, bool keep)
 		return;
 	}
 	if (s)
-		end_session(s, SANDPOOL_E_ABORTED, why);
+		end_session(s, SANDPOOL_E_ABORTED, why, keep ? LEDGER_SHUTDOWN : reason);
 	else
-		pool_release(sb);
+		pool_release(sb, reason);
 }
 
 static void on_lease_expired(struct lease *l)
 {
 	log_info("lease %s expired (lease_ttl)", l->id);
 	lease_note_expired(l);
-	end_lease(l, "lease_ttl expired", false);
+	end_lease(l, "lease_ttl expired", LEDGER_TTL, false);
 }
 
 /* The lease and session come off sb before its execs are aborted, so that
  * an aborted run cannot end (or hold) the sandbox a second time. */
 void rpc_sandbox_lost(struct sandbox *sb, const char *why)
 {
+	enum ledger_reason reason = pool_system_stopping() ? LEDGER_SHUTDOWN : LEDGER_LOST;
+
 	if (sb->session)
-		end_session(sb->session, SANDPOOL_E_BACKEND_ERROR, why);
+		end_session(sb->session, SANDPOOL_E_BACKEND_ERROR, why, reason);
 	else if (sb->lease)
-		end_lease(sb->lease, why, false);
+		end_lease(sb->lease, why, reason, false);
 	else
-		pool_release(sb);
+		pool_release(sb, reason);
 }
 
 static struct lease *grant(struct rpc_client *cl, struct sandbox *sb, bool detached)
@@ -372,7 +382,7 @@ static struct lease *grant(struct rpc_client *cl, struct sandbox *sb, bool detac
 				    sb->tmpl->lease_ttl_ms, on_lease_expired);
 
 	if (!l) {
-		pool_release(sb);
+		pool_release(sb, LEDGER_FAILED);
 		return NULL;
 	}
 	if (!detached) {
@@ -431,6 +441,7 @@ static void on_exec_output(struct sandbox_exec *ex, int stream, const char *data
 	struct rpc_exec *re = (struct rpc_exec *)ex;
 	msgpack_packer *pk;
 
+	re->bytes_out += len;
 	if (!re->cl)
 		return;
 	if (!re->stream) {
@@ -452,12 +463,35 @@ static void pack_output(msgpack_packer *pk, const char *key, struct evbuffer *b)
 	ipc_pack_kv_bin(pk, key, n ? (const void *)evbuffer_pullup(b, -1) : "", n);
 }
 
+/* What ran is never recorded: only how it went. */
+static void record_exec(const struct rpc_exec *re, const struct exec_result *res, int errcode)
+{
+	struct ledger_exec e = {
+		.lease = re->lease_id,
+		.started_mono_us = re->started_us,
+		.duration_us = res ? res->duration_us : monotonic_us() - re->started_us,
+		.bytes_out = re->bytes_out,
+	};
+
+	if (res) {
+		e.exited = res->exited;
+		e.exit_code = res->exit_code;
+		e.signal = res->signal;
+		e.truncated = res->truncated;
+		e.limit = exec_limit_name(res->limit);
+	} else {
+		e.error_name = sandpool_errcode_name((enum sandpool_errcode)errcode);
+	}
+	ledger_exec_done(&e);
+}
+
 static void on_exec_done(struct sandbox_exec *ex, const struct exec_result *res, int errcode,
 			 const char *errmsg)
 {
 	struct rpc_exec *re = (struct rpc_exec *)ex;
 	struct sandbox *run_sb = re->run_sb;
 
+	record_exec(re, res, errcode);
 	if (re->cl) {
 		if (!res) {
 			ipc_conn_reply_error(re->cl->conn, re->msgid, (enum sandpool_errcode)errcode, "%s", errmsg);
@@ -492,7 +526,7 @@ static void on_exec_done(struct sandbox_exec *ex, const struct exec_result *res,
 	}
 	rpc_exec_free(re);
 	if (run_sb && run_sb->lease)
-		end_lease(run_sb->lease, "run finished", true);
+		end_lease(run_sb->lease, "run finished", LEDGER_RUN_DONE, true);
 }
 
 /* Starts spec on sb for the client; on failure answers the request. */
@@ -528,6 +562,9 @@ static int start_exec(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb,
 	re->ex.on_done = on_exec_done;
 	re->msgid = msgid;
 	re->stream = spec->stream;
+	re->started_us = monotonic_us();
+	if (sb->lease)
+		snprintf(re->lease_id, sizeof(re->lease_id), "%s", sb->lease->id);
 	rc = sandbox_exec_start(sb, &re->ex, &req);
 	if (rc < 0) {
 		rpc_exec_free(re);
@@ -584,12 +621,14 @@ static void leased(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb, bo
 	l->warm = warm;
 	l->reused = reused;
 	l->requested_us = requested_us;
+	ledger_lease_acquired(l->id, sb->id, sb->session ? sb->session->name : NULL, l->uid, l->pid,
+			      cl->process, requested_us, warm);
 	if (!run) {
 		pack_lease(ipc_conn_reply_ok(cl->conn, msgid), l, waited);
 		return;
 	}
 	if (start_exec(cl, msgid, sb, run, &re) < 0) {
-		end_lease(l, "run could not start", true);
+		end_lease(l, "run could not start", LEDGER_FAILED, true);
 		return;
 	}
 	re->run_sb = sb;
@@ -603,6 +642,7 @@ static void bind_session(struct session *s, struct sandbox *sb)
 {
 	s->sb = sb;
 	sb->session = s;
+	ledger_session_bound(s->name, sb->id);
 }
 
 static void on_wait_done(struct pool_waiter *w, struct sandbox *sb, int errcode, const char *msg)
@@ -616,7 +656,7 @@ static void on_wait_done(struct pool_waiter *w, struct sandbox *sb, int errcode,
 	if (!sb) {
 		ipc_conn_reply_error(cl->conn, rw->msgid, (enum sandpool_errcode)errcode, "%s", msg);
 		if (s)
-			end_session(s, (enum sandpool_errcode)errcode, msg);
+			end_session(s, (enum sandpool_errcode)errcode, msg, LEDGER_FAILED);
 	} else {
 		if (s)
 			bind_session(s, sb);
@@ -659,12 +699,14 @@ static void on_session_wait_timeout(evutil_socket_t fd, short what, void *arg)
 
 /* Fails every request queued on s, cancels the one building its sandbox,
  * destroys the sandbox and forgets the session. */
-static void end_session(struct session *s, enum sandpool_errcode code, const char *why)
+static void end_session(struct session *s, enum sandpool_errcode code, const char *why,
+			enum ledger_reason reason)
 {
 	struct session_waiter *sw;
 	struct sandbox *sb = s->sb;
 
 	log_debug("session %s ended: %s", s->name, why);
+	ledger_session_ended(s->name, reason);
 	while ((sw = TAILQ_FIRST(&s->waiters))) {
 		struct rpc_wait *rw = (struct rpc_wait *)((char *)sw - offsetof(struct rpc_wait, sw));
 
@@ -685,15 +727,18 @@ static void end_session(struct session *s, enum sandpool_errcode code, const cha
 		return;
 	sb->session = NULL;
 	if (sb->lease)
-		end_lease(sb->lease, why, false);
+		end_lease(sb->lease, why, reason, false);
 	else
-		pool_release(sb);
+		pool_release(sb, reason);
 }
 
 static void on_session_expired(struct session *s, const char *why)
 {
+	uint64_t max_age_us = pool_template(s->pool)->session_max_age_ms * 1000;
+
 	log_info("session %s: %s", s->name, why);
-	end_session(s, SANDPOOL_E_ABORTED, why);
+	end_session(s, SANDPOOL_E_ABORTED, why,
+		    monotonic_us() - s->created_us >= max_age_us ? LEDGER_MAX_AGE : LEDGER_IDLE);
 }
 
 /* sandbox.lease/run naming a session: its own sandbox when it has one. */
@@ -759,6 +804,7 @@ static void acquire_session(struct rpc_client *cl, const struct rpc_msg *m, stru
 		free(rw);
 		goto out;
 	}
+	ledger_session_started(s->name, uid, t->name);
 	s->busy = true;
 	rw->w.on_done = on_wait_done;
 	rc = pool_acquire(p, &rw->w, wait_ms, &sb, msg, sizeof(msg));
@@ -769,6 +815,7 @@ static void acquire_session(struct rpc_client *cl, const struct rpc_msg *m, stru
 		free(rw);
 	} else if (rc < 0) {
 		ipc_conn_reply_error(cl->conn, m->msgid, (enum sandpool_errcode)-rc, "%s", msg);
+		ledger_session_ended(s->name, LEDGER_FAILED);
 		session_free(s);
 		exec_spec_free(rw->run);
 		free(rw);
@@ -898,12 +945,30 @@ static void m_templates_list(struct rpc_client *cl, const struct rpc_msg *m)
 	}
 }
 
+static void pack_ledger_stats(msgpack_packer *pk)
+{
+	struct ledger_stats ls;
+
+	ledger_get_stats(&ls);
+	ipc_pack_cstr(pk, "ledger");
+#define LEDGER_X(name) +1
+	msgpack_pack_map(pk, 3 + (0 LEDGER_COUNTERS(LEDGER_X)));
+#undef LEDGER_X
+	ipc_pack_kv_bool(pk, "enabled", ledger_enabled());
+	ipc_pack_kv_bool(pk, "open", ls.open);
+	ipc_pack_kv_uint(pk, "backlog", ls.backlog);
+#define LEDGER_X(name) ipc_pack_kv_uint(pk, #name, ls.name);
+	LEDGER_COUNTERS(LEDGER_X)
+#undef LEDGER_X
+}
+
 static void m_pool_stats(struct rpc_client *cl, const struct rpc_msg *m)
 {
 	msgpack_packer *pk = ipc_conn_reply_ok(cl->conn, m->msgid);
 	unsigned n = pool_count();
 
-	msgpack_pack_map(pk, 4);
+	msgpack_pack_map(pk, 5);
+	pack_ledger_stats(pk);
 	ipc_pack_kv_uint(pk, "sessions", session_count());
 	ipc_pack_cstr(pk, "templates");
 	msgpack_pack_array(pk, n);
@@ -953,7 +1018,7 @@ static void m_release(struct rpc_client *cl, const struct rpc_msg *m)
 
 	if (!l)
 		return;
-	end_lease(l, "released", true);
+	end_lease(l, "released", LEDGER_RELEASED, true);
 	pk = ipc_conn_reply_ok(cl->conn, m->msgid);
 	msgpack_pack_map(pk, 1);
 	ipc_pack_kv_bool(pk, "released", true);
@@ -1039,7 +1104,7 @@ static void m_session_end(struct rpc_client *cl, const struct rpc_msg *m)
 				     s->name);
 		return;
 	}
-	end_session(s, SANDPOOL_E_ABORTED, "session.end");
+	end_session(s, SANDPOOL_E_ABORTED, "session.end", LEDGER_SESSION_ENDED);
 	pk = ipc_conn_reply_ok(cl->conn, m->msgid);
 	msgpack_pack_map(pk, 1);
 	ipc_pack_kv_bool(pk, "ended", true);
@@ -1060,6 +1125,24 @@ static const struct rpc_method {
 	{ "run", m_run },
 };
 
+/* The peer's process name, read once per connection (it names the client
+ * in the ledger); empty when it cannot be read. */
+static void read_comm(pid_t pid, char *buf, size_t len)
+{
+	char path[64];
+	FILE *f;
+
+	buf[0] = '\0';
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	if (!fgets(buf, (int)len, f))
+		buf[0] = '\0';
+	fclose(f);
+	buf[strcspn(buf, "\n")] = '\0';
+}
+
 static void on_request(struct ipc_conn *c, const struct rpc_msg *m)
 {
 	struct rpc_client *cl = ipc_conn_get_data(c);
@@ -1074,6 +1157,8 @@ static void on_request(struct ipc_conn *c, const struct rpc_msg *m)
 		TAILQ_INIT(&cl->leases);
 		TAILQ_INIT(&cl->waits);
 		TAILQ_INIT(&cl->execs);
+		if (ledger_enabled())
+			read_comm(ipc_conn_pid(c), cl->process, sizeof(cl->process));
 		ipc_conn_set_data(c, cl);
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(methods); i++) {
@@ -1105,8 +1190,10 @@ static void on_close(struct ipc_conn *c)
 		if (s && s->acquiring == rw) {
 			rw->session = NULL;
 			s->acquiring = NULL;
-			if (!s->sb)
+			if (!s->sb) {
+				ledger_session_ended(s->name, LEDGER_DISCONNECTED);
 				session_free(s);
+			}
 		}
 		rpc_wait_free(rw);
 	}
@@ -1118,7 +1205,7 @@ static void on_close(struct ipc_conn *c)
 		sandbox_exec_cancel(&re->ex);
 	}
 	while ((l = TAILQ_FIRST(&cl->leases)))
-		end_lease(l, "client disconnected", true);
+		end_lease(l, "client disconnected", LEDGER_DISCONNECTED, true);
 	ipc_conn_set_data(c, NULL);
 	free(cl);
 }

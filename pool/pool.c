@@ -12,6 +12,7 @@
 #include "ipc/sandpool.h"
 #include "pool/sizing.h"
 #include "sandbox/local.h"
+#include "store/ledger.h"
 
 /* After this many failures in a row a template is degraded: leases that
  * find no warm sandbox fail fast instead of queueing behind a broken
@@ -135,9 +136,12 @@ static void sandbox_set_state(struct sandbox *sb, enum sandbox_state to)
 	if (from == SANDBOX_CREATING)
 		ps.creating--;
 	sb->state = to;
+	if (from == SANDBOX_CREATING && to != SANDBOX_DESTROYING)
+		ledger_sandbox_ready(sb->id);
 	if (to == SANDBOX_WARM)
 		arm_age_timer(p);
 	if (to == SANDBOX_DEAD) {
+		ledger_sandbox_destroyed(sb->id);
 		ps.live--;
 		TAILQ_INSERT_TAIL(&ps.graveyard, sb, pool_link);
 		event_active(ps.reap_ev, 0, 0);
@@ -158,8 +162,9 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static void destroy(struct sandbox *sb)
+static void destroy(struct sandbox *sb, enum ledger_reason why)
 {
+	ledger_sandbox_ending(sb->id, why);
 	sandbox_set_state(sb, SANDBOX_DESTROYING);
 	sb->backend->destroy(sb);
 }
@@ -214,6 +219,7 @@ static void start_create(struct pool *p)
 	p->count[SANDBOX_CREATING]++;
 	ps.creating++;
 	ps.live++;
+	ledger_sandbox_created(sb->id, p->tmpl);
 	sb_log_debug(sb, "creating");
 	rc = sb->backend->create(sb);
 	if (rc < 0) {
@@ -273,7 +279,7 @@ static void on_warm_age(evutil_socket_t fd, short what, void *arg)
 	       sb->ready_us + p->tmpl->max_warm_age_ms * 1000 <= now) {
 		sb_log_debug(sb, "rotated after max_warm_age");
 		p->stats.rotated++;
-		destroy(sb);
+		destroy(sb, LEDGER_ROTATED);
 	}
 	arm_age_timer(p);
 	schedule_refill();
@@ -362,12 +368,12 @@ void sandbox_backend_failed(struct sandbox *sb, const char *why)
 {
 	switch (sb->state) {
 	case SANDBOX_CREATING:
-		destroy(sb);
+		destroy(sb, LEDGER_CREATE_FAILED);
 		creation_failed(sb, why);
 		break;
 	case SANDBOX_WARM:
 		sb_log_warn(sb, "lost while warm: %s", why);
-		destroy(sb);
+		destroy(sb, LEDGER_LOST);
 		break;
 	case SANDBOX_LEASED:
 	case SANDBOX_HELD:
@@ -477,7 +483,7 @@ static void retire(struct pool *p)
 	while ((w = TAILQ_FIRST(&p->waiters)))
 		waiter_fail(w, SANDPOOL_E_UNKNOWN_TEMPLATE, "the template was removed");
 	while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_WARM])))
-		destroy(sb);
+		destroy(sb, LEDGER_RELOADED);
 }
 
 /* New settings for a known template take effect for every sandbox created
@@ -501,7 +507,7 @@ static void update(struct pool *p, struct template_config *fresh)
 	p->backing_off = false;
 	evtimer_del(p->backoff_timer);
 	while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_WARM])))
-		destroy(sb);
+		destroy(sb, LEDGER_RELOADED);
 }
 
 int pool_system_reload(struct config *cur, struct config *next, char *err, size_t errlen)
@@ -578,9 +584,9 @@ void pool_system_shutdown(void (*on_empty)(void), uint64_t drain_ms)
 		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_HELD])))
 			ps.on_lost(sb, "the daemon is shutting down");
 		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_WARM])))
-			destroy(sb);
+			destroy(sb, LEDGER_SHUTDOWN);
 		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_CREATING])))
-			destroy(sb);
+			destroy(sb, LEDGER_SHUTDOWN);
 		leased += p->count[SANDBOX_LEASED];
 	}
 	/* Leases in use may finish their work, up to drain_ms. */
@@ -726,11 +732,11 @@ void pool_waiter_cancel(struct pool_waiter *w)
 	waiter_dequeue(w);
 }
 
-void pool_release(struct sandbox *sb)
+void pool_release(struct sandbox *sb, enum ledger_reason why)
 {
 	sandbox_execs_abort(sb, SANDPOOL_E_ABORTED, "the lease ended");
 	sb->lease = NULL;
-	destroy(sb);
+	destroy(sb, why);
 }
 
 void pool_hold(struct sandbox *sb)

@@ -17,6 +17,7 @@
 
 #include "daemon/config.h"
 #include "sandbox/sandbox.h"
+#include "store/ledger.h"
 
 struct event_base;
 struct pool;
@@ -91,8 +92,9 @@ const struct template_config *pool_template(const struct pool *p);
 int pool_acquire(struct pool *p, struct pool_waiter *w, uint64_t wait_ms, struct sandbox **out,
 		 char *msg, size_t msglen);
 void pool_waiter_cancel(struct pool_waiter *w);
-/* Ends a LEASED or HELD sandbox's service: it is destroyed, never reused. */
-void pool_release(struct sandbox *sb);
+/* Ends a LEASED or HELD sandbox's service: it is destroyed, never reused;
+ * why goes to the ledger. */
+void pool_release(struct sandbox *sb, enum ledger_reason why);
 /* A session's sandbox between leases: LEASED -> HELD, kept for it alone. */
 void pool_hold(struct sandbox *sb);
 /* HELD -> LEASED for the next lease of its session. */

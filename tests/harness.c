@@ -44,13 +44,16 @@ void fixture_start(struct fixture *f, const char *templates_conf)
 	snprintf(f->sock, sizeof(f->sock), "%s/sock", f->dir);
 	snprintf(f->conf, sizeof(f->conf), "%s/sandpoold.conf", f->dir);
 	snprintf(f->log, sizeof(f->log), "%s/daemon.log", f->dir);
+	snprintf(f->ledger, sizeof(f->ledger), "%s/ledger.db", f->dir);
 	snprintf(exe, sizeof(exe), "%s/sandpoold", builddir());
 	snprintf(agent, sizeof(agent), "%s/sandpool-agent", builddir());
 
 	cf = fopen(f->conf, "w");
 	ck_assert_ptr_nonnull(cf);
-	fprintf(cf, "[daemon]\nsocket = %s\nstate_dir = %s/state\nagent_path = %s\nlog_level = debug\n%s",
-		f->sock, f->dir, agent, templates_conf);
+	fprintf(cf,
+		"[daemon]\nsocket = %s\nstate_dir = %s/state\nagent_path = %s\nledger_path = %s\n"
+		"log_level = debug\n%s",
+		f->sock, f->dir, agent, f->ledger, templates_conf);
 	fclose(cf);
 
 	f->pid = fork();
