@@ -460,6 +460,27 @@ static void sweep_dead_fixtures(void)
 	}
 }
 
+/* The socket file appears at bind(), a moment before listen(): until
+ * then a connection is refused. */
+static void wait_listening(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int rc = -1;
+
+	ck_assert_uint_lt(strlen(fx.sock), sizeof(sun.sun_path));
+	memcpy(sun.sun_path, fx.sock, strlen(fx.sock) + 1);
+	for (int i = 0; i < 500 && rc < 0; i++) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		ck_assert_int_ge(fd, 0);
+		rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+		close(fd);
+		if (rc < 0)
+			usleep(10000);
+	}
+	ck_assert_msg(rc == 0, "%s never accepted a connection", fx.sock);
+}
+
 static void setup(void)
 {
 	char conf[1024];
@@ -469,6 +490,7 @@ static void setup(void)
 	snprintf(cg_name, sizeof(cg_name), "sandpool-escape-%d", (int)getpid());
 	snprintf(conf, sizeof(conf), conf_fmt, cg_name);
 	fixture_start(&fx, conf);
+	wait_listening();
 	ck_assert(fixture_wait_warm(&fx, "shell", SHELL_WARM, 20000));
 	ck_assert(fixture_wait_warm(&fx, "python", PYTHON_WARM, 20000));
 	by_sp = fixture_connect(&fx);
