@@ -266,7 +266,14 @@ static int bind_socket(const char *path, mode_t mode, gid_t gid, char *err, size
 		return -EADDRINUSE;
 	}
 	close(fd);
-	unlink(path);
+	/* Bound and listening under a temporary name, then renamed into
+	 * place: a client that sees the path can connect at once. */
+	if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s.%d", path, (int)getpid()) >=
+	    sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "socket path too long: %s", path);
+		return -ENAMETOOLONG;
+	}
+	unlink(sun.sun_path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "socket: %s", strerror(errno));
@@ -277,25 +284,19 @@ static int bind_socket(const char *path, mode_t mode, gid_t gid, char *err, size
 		int e = errno;
 
 		umask(old);
-		snprintf(err, errlen, "bind %s: %s", path, strerror(e));
+		snprintf(err, errlen, "bind %s: %s", sun.sun_path, strerror(e));
 		close(fd);
 		return -e;
 	}
 	umask(old);
-	if (chmod(path, mode) < 0 || (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0)) {
+	if (chmod(sun.sun_path, mode) < 0 ||
+	    (gid != (gid_t)-1 && chown(sun.sun_path, (uid_t)-1, gid) < 0) || listen(fd, 512) < 0 ||
+	    rename(sun.sun_path, path) < 0) {
 		int e = errno;
 
-		snprintf(err, errlen, "set mode/group of %s: %s", path, strerror(e));
+		snprintf(err, errlen, "prepare socket %s: %s", path, strerror(e));
 		close(fd);
-		unlink(path);
-		return -e;
-	}
-	if (listen(fd, 512) < 0) {
-		int e = errno;
-
-		snprintf(err, errlen, "listen %s: %s", path, strerror(e));
-		close(fd);
-		unlink(path);
+		unlink(sun.sun_path);
 		return -e;
 	}
 	return fd;

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/sched.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,6 +179,14 @@ child_main(const struct setup_plan *plan, const struct spawn_params *p, int ctrl
 	 * we create must belong to an id that exists in here. */
 	if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0)
 		setup_fail(ctrl, "switch to the namespace's root");
+	/* The id change cleared the death signal: set it again. A spawner
+	 * that died meanwhile closed go_fd's writer only after admitting us,
+	 * so the agent's control socket reaching EOF covers that window. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* Now that we sit in our own cgroup, make it our cgroup root: the
+	 * host's cgroup paths stay out of /proc/self/cgroup. */
+	if (unshare(CLONE_NEWCGROUP) < 0)
+		setup_fail(ctrl, "unshare(CLONE_NEWCGROUP)");
 	signal(SIGCHLD, SIG_DFL);
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
@@ -354,6 +363,8 @@ static void __attribute__((noreturn)) spawner_main(int sock, int agent_fd)
 	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (devnull >= 0)
 		dup2(devnull, STDIN_FILENO);
+	if (devnull > STDIN_FILENO)
+		close(devnull);
 
 	for (;;) {
 		struct spawn_params p;
