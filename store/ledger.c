@@ -160,6 +160,7 @@ static struct {
 	struct record *batch, **batch_tail;
 	int64_t run_id;
 	uint64_t heartbeat_us, prune_us, fail_logged_us, fails_unlogged;
+	char failure[512]; /* the last failure's message, kept past the rollback */
 } lg;
 
 const char *ledger_reason_name(enum ledger_reason r)
@@ -237,9 +238,9 @@ static void enqueue(struct record *r)
 	dropped = lg.dropped_unlogged;
 	lg.dropped_unlogged = 0;
 	lg.drop_logged_us = now;
-	log_warn("ledger: %u records wait for %s; dropped the %" PRIu64
-		 " newest (ledger_backlog is full)",
-		 lg.opt.backlog, lg.opt.path, dropped);
+	log_warn("ledger %s: ledger_backlog is full (%u records wait): dropped %" PRIu64
+		 " new records since the last report",
+		 lg.opt.path, lg.opt.backlog, dropped);
 }
 
 void ledger_sandbox_created(const char *id, const struct template_config *t)
@@ -396,7 +397,7 @@ static bool record_error(int rc)
 	}
 }
 
-static void note_failure(const char *what, int rc)
+static void note_failure(const char *what)
 {
 	uint64_t now = monotonic_us(), backlog;
 
@@ -407,10 +408,9 @@ static void note_failure(const char *what, int rc)
 	lg.fails_unlogged++;
 	if (lg.fail_logged_us && now - lg.fail_logged_us < LOG_EVERY_US)
 		return;
-	log_warn("ledger %s: %s: %s (%s); %" PRIu64 " records kept, retrying every %" PRIu64
-		 " ms (%" PRIu64 " failures)",
-		 lg.opt.path, what, lg.db ? sqlite3_errmsg(lg.db) : "not open", sqlite3_errstr(rc),
-		 backlog, lg.opt.flush_ms, lg.fails_unlogged);
+	log_warn("ledger %s: %s: %s; %" PRIu64 " records kept, retrying every %" PRIu64
+		 " ms (%" PRIu64 " failures since the last report)",
+		 lg.opt.path, what, lg.failure, backlog, lg.opt.flush_ms, lg.fails_unlogged);
 	lg.fails_unlogged = 0;
 	lg.fail_logged_us = now;
 }
@@ -752,6 +752,7 @@ static int commit_some(void)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(lg.db, "COMMIT", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
+		snprintf(lg.failure, sizeof(lg.failure), "%s", sqlite3_errmsg(lg.db));
 		sqlite3_exec(lg.db, "ROLLBACK", NULL, NULL, NULL);
 		lg.run_id = run_before;
 		return rc;
@@ -787,17 +788,16 @@ static void take_queue(void)
 
 static void flush(void)
 {
-	char err[512];
 	bool permanent;
 	int rc;
 
 	while (lg.batch) {
-		if (!lg.db && (rc = open_db(err, sizeof(err), &permanent)) != SQLITE_OK) {
-			note_failure(err, rc);
+		if (!lg.db && (rc = open_db(lg.failure, sizeof(lg.failure), &permanent)) != SQLITE_OK) {
+			note_failure("open");
 			return;
 		}
 		if ((rc = commit_some()) != SQLITE_OK) {
-			note_failure("commit", rc);
+			note_failure("commit");
 			/* Busy or locked is someone else's transaction; anything
 			 * else (full, I/O) gets a fresh connection next time. */
 			if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)

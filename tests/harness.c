@@ -50,10 +50,11 @@ void fixture_start(struct fixture *f, const char *templates_conf)
 
 	cf = fopen(f->conf, "w");
 	ck_assert_ptr_nonnull(cf);
-	fprintf(cf,
-		"[daemon]\nsocket = %s\nstate_dir = %s/state\nagent_path = %s\nledger_path = %s\n"
-		"log_level = debug\n%s",
-		f->sock, f->dir, agent, f->ledger, templates_conf);
+	fprintf(cf, "[daemon]\nsocket = %s\nstate_dir = %s/state\nagent_path = %s\nlog_level = debug\n",
+		f->sock, f->dir, agent);
+	if (!strstr(templates_conf, "ledger_path"))
+		fprintf(cf, "ledger_path = %s\n", f->ledger);
+	fputs(templates_conf, cf);
 	fclose(cf);
 
 	f->pid = fork();

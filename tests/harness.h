@@ -19,7 +19,7 @@ struct fixture {
 	char sock[320];
 	char conf[320];
 	char log[320];
-	char ledger[320]; /* ledger_path: in the temp dir, never the system's */
+	char ledger[320]; /* ledger_path, in the temp dir, unless the conf sets its own */
 	pid_t pid;
 };
 
