@@ -3,7 +3,9 @@
  * Speaks docs/AGENT.md on fd 3: runs each exec as the sandbox user in its
  * own process group, streams its output, enforces its timeout and output
  * cap, and reaps every process of the PID namespace. Owns the control
- * channel, the exec slots and every process, pipe and timer they hold.
+ * channel, the exec slots and every process, pipe and timer they hold,
+ * and the child set-up that interpreter contexts (context.c) and file
+ * helpers (files.c) share with execs.
  */
 #include "autoconfig.h"
 
@@ -33,12 +35,13 @@
 #include "daemon/log.h"
 #include "ipc/codec.h"
 #include "ipc/sandpool.h"
+#include "sandbox/agent/agent.h"
+#include "sandbox/agent/context.h"
+#include "sandbox/agent/files.h"
 #include "sandbox/agent/seccomp.h"
 
 #define AGENT_CTRL_FD 3
 #define AGENT_MAX_EXECS 64
-/* Largest "output" payload; also bounded by --max-frame. */
-#define AGENT_CHUNK_MAX (64 * 1024)
 /* The daemon wraps a payload of up to max_frame (a client's stdin, argv
  * and env) in its own request and adds the base env: accept that much
  * more, as the daemon does for what we send. */
@@ -52,8 +55,6 @@
  * still holds them is a left-behind process the response must not wait for. */
 #define AGENT_DRAIN_MS 100
 #define AGENT_MAX_TIMEOUT_MS UINT32_MAX
-/* The child's exec-failure message, "execvp NAME: strerror". */
-#define AGENT_REPORT_MAX 256
 /* PATH of an env without one, as execvp(3) uses. */
 #define AGENT_DEFAULT_PATH "/bin:/usr/bin"
 
@@ -144,21 +145,7 @@ struct exec_spec {
 	size_t str_bytes; /* argv and env strings with their NULs */
 };
 
-/* What the forked child needs; built before fork, freed by the agent after. */
-struct child_plan {
-	char **argv;
-	char **envp;
-	const char *cwd;
-	int stdin_fd; /* -1: /dev/null */
-	int out_fd;
-	int err_fd;
-	int report_fd;
-	uid_t uid;
-	gid_t gid;
-	pid_t agent_pid;
-};
-
-static uint64_t now_us(void)
+uint64_t agent_now_us(void)
 {
 	struct timespec ts;
 
@@ -166,18 +153,43 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static void ms_to_tv(uint64_t ms, struct timeval *tv)
+void agent_ms_to_tv(uint64_t ms, struct timeval *tv)
 {
 	tv->tv_sec = (time_t)(ms / 1000);
 	tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
 }
 
-static void close_fd(int *fd)
+void agent_close_fd(int *fd)
 {
 	if (*fd >= 0) {
 		close(*fd);
 		*fd = -1;
 	}
+}
+
+struct event_base *agent_base(void)
+{
+	return agent.base;
+}
+
+msgpack_packer *agent_packer(void)
+{
+	return &agent.pk;
+}
+
+bool agent_output_paused(void)
+{
+	return agent.paused;
+}
+
+size_t agent_chunk_size(void)
+{
+	return agent.chunk;
+}
+
+size_t agent_max_frame(void)
+{
+	return agent.max_frame;
 }
 
 /* --- the control channel ---------------------------------------------- */
@@ -191,10 +203,7 @@ static void agent_stop(int status)
 	event_base_loopbreak(agent.base);
 }
 
-static void reply_error(uint32_t msgid, enum sandpool_errcode code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void reply_error(uint32_t msgid, enum sandpool_errcode code, const char *fmt, ...)
+void agent_reply_error(uint32_t msgid, enum sandpool_errcode code, const char *fmt, ...)
 {
 	char msg[AGENT_REPORT_MAX + 64];
 	va_list ap;
@@ -225,11 +234,12 @@ static void agent_arm_all_pipes(bool on)
 		exec_pipes_arm(ex, on);
 	TAILQ_FOREACH(ex, &agent.draining, link)
 		exec_pipes_arm(ex, on);
+	contexts_arm_pipes(on);
 }
 
 /* Called after queueing output: a producer faster than the daemon must
  * not grow our memory, so stop reading pipes until ctrl_on_drained(). */
-static void ctrl_check_pressure(void)
+void agent_check_pressure(void)
 {
 	if (agent.paused || evbuffer_get_length(bufferevent_get_output(agent.ctrl)) <= AGENT_OUTBUF_HIGH)
 		return;
@@ -329,7 +339,7 @@ static void exec_close_pipe(struct exec_pipe *p)
 		event_free(p->ev);
 		p->ev = NULL;
 	}
-	close_fd(&p->fd);
+	agent_close_fd(&p->fd);
 }
 
 static void exec_close_stdin(struct agent_exec *ex)
@@ -342,7 +352,7 @@ static void exec_close_stdin(struct agent_exec *ex)
 		evbuffer_free(ex->stdin_buf);
 		ex->stdin_buf = NULL;
 	}
-	close_fd(&ex->stdin_fd);
+	agent_close_fd(&ex->stdin_fd);
 }
 
 /* Releases what a slot holds; the slot's state is the caller's business. */
@@ -351,7 +361,7 @@ static void exec_free_resources(struct agent_exec *ex)
 	exec_close_pipe(&ex->out[0]);
 	exec_close_pipe(&ex->out[1]);
 	exec_close_stdin(ex);
-	close_fd(&ex->report_fd);
+	agent_close_fd(&ex->report_fd);
 	if (ex->timer) {
 		event_free(ex->timer);
 		ex->timer = NULL;
@@ -378,7 +388,7 @@ static void exec_answer(struct agent_exec *ex)
 	n = read(ex->report_fd, report, sizeof(report) - 1);
 	if (n > 0) {
 		report[n] = '\0';
-		reply_error(ex->msgid, SANDPOOL_E_BACKEND_ERROR, "%s", report);
+		agent_reply_error(ex->msgid, SANDPOOL_E_BACKEND_ERROR, "%s", report);
 		return;
 	}
 	ipc_pack_response_ok_head(pk, ex->msgid);
@@ -416,7 +426,7 @@ static void exec_deliver(struct agent_exec *ex, int stream, size_t len)
 	if (len <= room) {
 		exec_send_output(ex, stream, chunk_buf, len);
 		ex->sent += len;
-		ctrl_check_pressure();
+		agent_check_pressure();
 		return;
 	}
 	if (room > 0)
@@ -431,7 +441,7 @@ static void exec_deliver(struct agent_exec *ex, int stream, size_t len)
 	exec_close_pipe(&ex->out[0]);
 	exec_close_pipe(&ex->out[1]);
 	exec_maybe_finish(ex);
-	ctrl_check_pressure();
+	agent_check_pressure();
 }
 
 static void exec_on_pipe(evutil_socket_t fd, short what, void *arg)
@@ -478,7 +488,7 @@ static void exec_on_timer(evutil_socket_t fd, short what, void *arg)
 	}
 	/* While paused the pipes may still hold the leader's own output. */
 	if (agent.paused) {
-		ms_to_tv(AGENT_DRAIN_MS, &tv);
+		agent_ms_to_tv(AGENT_DRAIN_MS, &tv);
 		evtimer_add(ex->timer, &tv);
 		return;
 	}
@@ -493,12 +503,12 @@ static void exec_on_exit(struct agent_exec *ex, int status)
 	struct timeval tv;
 
 	ex->status = status;
-	ex->duration_us = now_us() - ex->start_us;
+	ex->duration_us = agent_now_us() - ex->start_us;
 	exec_set_state(ex, EXEC_DRAINING);
 	exec_close_stdin(ex);
 	if (exec_maybe_finish(ex))
 		return;
-	ms_to_tv(AGENT_DRAIN_MS, &tv);
+	agent_ms_to_tv(AGENT_DRAIN_MS, &tv);
 	evtimer_add(ex->timer, &tv);
 }
 
@@ -521,6 +531,8 @@ static void agent_on_sigchld(evutil_socket_t sig, short what, void *arg)
 				break;
 		if (ex)
 			exec_on_exit(ex, status);
+		else if (!context_on_reap(pid, status))
+			files_on_reap(pid, status);
 	}
 }
 
@@ -603,28 +615,48 @@ static void __attribute__((noreturn)) child_execvpe(int report_fd, char **argv, 
 	child_fail(report_fd, "execvp %s: %s", name, strerror(denied ? EACCES : ENOENT));
 }
 
+/* The child's fd 0-2 (and its channel) from the plan's descriptors. All
+ * sources are above 3 (the agent holds 0-3), and the channel goes last,
+ * once no other source is needed, so no dup2 clobbers another. */
+static void child_place_fds(int rep, const struct child_plan *c)
+{
+	int src[3] = { c->stdin_fd, c->out_fd, c->err_fd };
+	int null_fd = -1;
+
+	for (int fd = 0; fd < 3; fd++) {
+		if (src[fd] < 0) {
+			if (null_fd < 0 && (null_fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+				child_fail(rep, "open /dev/null: %s", strerror(errno));
+			src[fd] = null_fd;
+		}
+		if (dup2(src[fd], fd) < 0)
+			child_fail(rep, "dup2: %s", strerror(errno));
+	}
+	if (c->chan_fd >= 0) {
+		/* dup2 onto itself would keep O_CLOEXEC: clear it by hand. */
+		if (dup2(c->chan_fd, AGENT_CHAN_FD) < 0 || fcntl(AGENT_CHAN_FD, F_SETFD, 0) < 0)
+			child_fail(rep, "dup2: %s", strerror(errno));
+	}
+	if (close_range(c->chan_fd >= 0 ? AGENT_CHAN_FD + 1 : 4, ~0U, 0) < 0)
+		child_fail(rep, "close_range: %s", strerror(errno));
+}
+
 /* Runs in the forked child; the agent is single-threaded, so everything
- * (stdio formatting, strerror) is safe here. */
-static void __attribute__((noreturn)) child_main(const struct child_plan *c)
+ * (stdio formatting, strerror, malloc) is safe here. */
+static void __attribute__((noreturn)) child_main(const struct child_plan *c, pid_t agent_pid)
 {
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
-	int rep = c->report_fd, in = c->stdin_fd;
+	int rep = c->report_fd;
 	sigset_t none;
 
 	if (setsid() < 0)
 		child_fail(rep, "setsid: %s", strerror(errno));
 	/* fd 3 (the control socket's copy) becomes the failure pipe, kept
-	 * until execve closes it; all sources are above 3, so no dup2 below
-	 * clobbers another. */
+	 * until execve closes it. */
 	if (dup3(rep, 3, O_CLOEXEC) < 0)
 		child_fail(rep, "dup3: %s", strerror(errno));
 	rep = 3;
-	if (in < 0 && (in = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
-		child_fail(rep, "open /dev/null: %s", strerror(errno));
-	if (dup2(in, 0) < 0 || dup2(c->out_fd, 1) < 0 || dup2(c->err_fd, 2) < 0)
-		child_fail(rep, "dup2: %s", strerror(errno));
-	if (close_range(4, ~0U, 0) < 0)
-		child_fail(rep, "close_range: %s", strerror(errno));
+	child_place_fds(rep, c);
 	/* libevent's SIGCHLD handler and our SIGPIPE ignore must not leak in. */
 	for (int sig = 1; sig < NSIG; sig++)
 		sigaction(sig, &dfl, NULL);
@@ -646,12 +678,12 @@ static void __attribute__((noreturn)) child_main(const struct child_plan *c)
 		child_fail(rep, "clear ambient capabilities: %s", strerror(errno));
 	if (setgroups(0, NULL) < 0)
 		child_fail(rep, "setgroups: %s", strerror(errno));
-	if (setresgid(c->gid, c->gid, c->gid) < 0)
-		child_fail(rep, "setgid %u: %s", (unsigned)c->gid, strerror(errno));
-	if (setresuid(c->uid, c->uid, c->uid) < 0)
-		child_fail(rep, "setuid %u: %s", (unsigned)c->uid, strerror(errno));
+	if (setresgid(agent.gid, agent.gid, agent.gid) < 0)
+		child_fail(rep, "setgid %u: %s", (unsigned)agent.gid, strerror(errno));
+	if (setresuid(agent.uid, agent.uid, agent.uid) < 0)
+		child_fail(rep, "setuid %u: %s", (unsigned)agent.uid, strerror(errno));
 	if (setuid(0) == 0 || setgid(0) == 0)
-		child_fail(rep, "setuid %u: root could be regained", (unsigned)c->uid);
+		child_fail(rep, "setuid %u: root could be regained", (unsigned)agent.uid);
 	/* After the drop, so that the user's permissions apply to the path. */
 	if (chdir(c->cwd) < 0)
 		child_fail(rep, "chdir %s: %s", c->cwd, strerror(errno));
@@ -660,17 +692,29 @@ static void __attribute__((noreturn)) child_main(const struct child_plan *c)
 	/* After setresuid(), which clears the parent-death signal. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		child_fail(rep, "prctl(PR_SET_PDEATHSIG): %s", strerror(errno));
-	if (getppid() != c->agent_pid)
+	if (getppid() != agent_pid)
 		_exit(127); /* the agent died before PDEATHSIG was set: nobody to answer */
 	/* Last, as in bubblewrap: nothing after this needs a denied call. */
 	if (agent_seccomp_apply(&user_filter) < 0)
 		child_fail(rep, "seccomp: %s", strerror(errno));
+	if (c->run)
+		_exit(c->run(c->run_arg));
 	child_execvpe(rep, c->argv, c->envp);
+}
+
+int agent_spawn(const struct child_plan *c, pid_t *pid)
+{
+	pid_t agent_pid = getpid();
+
+	*pid = fork();
+	if (*pid == 0)
+		child_main(c, agent_pid);
+	return *pid < 0 ? -errno : 0;
 }
 
 /* --- requests ----------------------------------------------------------- */
 
-static bool obj_bytes(const msgpack_object *o, const char **p, uint32_t *len)
+bool agent_obj_bytes(const msgpack_object *o, const char **p, uint32_t *len)
 {
 	if (o->type == MSGPACK_OBJECT_STR) {
 		*p = o->via.str.ptr;
@@ -693,7 +737,7 @@ static bool strings_ok(const msgpack_object_array *a, bool need_eq, size_t *byte
 	uint32_t len;
 
 	for (uint32_t i = 0; i < a->size; i++) {
-		if (!obj_bytes(&a->ptr[i], &p, &len) || memchr(p, '\0', len))
+		if (!agent_obj_bytes(&a->ptr[i], &p, &len) || memchr(p, '\0', len))
 			return false;
 		if (need_eq && !memchr(p, '=', len))
 			return false;
@@ -749,7 +793,7 @@ static char *copy_string(char *pos, const msgpack_object *o, char **slot)
 	const char *p = "";
 	uint32_t len = 0;
 
-	obj_bytes(o, &p, &len);
+	(void)agent_obj_bytes(o, &p, &len);
 	memcpy(pos, p, len);
 	pos[len] = '\0';
 	*slot = pos;
@@ -780,8 +824,7 @@ static void *exec_build_plan(const struct exec_spec *s, struct child_plan *c)
 	return v;
 }
 
-/* pipe2 with O_CLOEXEC on both ends and O_NONBLOCK on the agent's. */
-static int exec_pipe(int fds[2], int agent_end)
+int agent_pipe(int fds[2], int agent_end)
 {
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		return -errno;
@@ -803,20 +846,20 @@ static int exec_prepare(struct agent_exec *ex, const struct exec_spec *s, struct
 	int fds[2], rc;
 
 	*what = "pipe";
-	if ((rc = exec_pipe(fds, 0)) < 0)
+	if ((rc = agent_pipe(fds, 0)) < 0)
 		return rc;
 	ex->out[0].fd = fds[0];
 	c->out_fd = fds[1];
-	if ((rc = exec_pipe(fds, 0)) < 0)
+	if ((rc = agent_pipe(fds, 0)) < 0)
 		return rc;
 	ex->out[1].fd = fds[0];
 	c->err_fd = fds[1];
-	if ((rc = exec_pipe(fds, 0)) < 0)
+	if ((rc = agent_pipe(fds, 0)) < 0)
 		return rc;
 	ex->report_fd = fds[0];
 	c->report_fd = fds[1];
 	if (s->stdin_data && s->stdin_len > 0) {
-		if ((rc = exec_pipe(fds, 1)) < 0)
+		if ((rc = agent_pipe(fds, 1)) < 0)
 			return rc;
 		c->stdin_fd = fds[0];
 		ex->stdin_fd = fds[1];
@@ -843,18 +886,17 @@ static int exec_prepare(struct agent_exec *ex, const struct exec_spec *s, struct
 
 static void child_plan_close(struct child_plan *c)
 {
-	close_fd(&c->out_fd);
-	close_fd(&c->err_fd);
-	close_fd(&c->report_fd);
-	close_fd(&c->stdin_fd);
+	agent_close_fd(&c->out_fd);
+	agent_close_fd(&c->err_fd);
+	agent_close_fd(&c->report_fd);
+	agent_close_fd(&c->stdin_fd);
 }
 
 static int exec_start(const struct exec_spec *s, uint32_t msgid, char *why, size_t whylen)
 {
 	struct agent_exec *ex = TAILQ_FIRST(&agent.free);
 	struct child_plan c = {
-		.stdin_fd = -1, .out_fd = -1, .err_fd = -1, .report_fd = -1,
-		.uid = agent.uid, .gid = agent.gid, .agent_pid = getpid(),
+		.stdin_fd = -1, .out_fd = -1, .err_fd = -1, .chan_fd = -1, .report_fd = -1,
 	};
 	struct timeval tv;
 	const char *what;
@@ -874,14 +916,10 @@ static int exec_start(const struct exec_spec *s, uint32_t msgid, char *why, size
 		rc = -ENOMEM;
 	}
 	if (rc == 0) {
-		ex->start_us = now_us();
-		ex->pid = fork();
-		if (ex->pid == 0)
-			child_main(&c);
-		if (ex->pid < 0) {
+		ex->start_us = agent_now_us();
+		rc = agent_spawn(&c, &ex->pid);
+		if (rc < 0)
 			what = "fork";
-			rc = -errno;
-		}
 	}
 	free(plan);
 	child_plan_close(&c);
@@ -895,7 +933,7 @@ static int exec_start(const struct exec_spec *s, uint32_t msgid, char *why, size
 	log_debug("exec %" PRIu64 ": started as pid %d", ex->id, (int)ex->pid);
 	if (!agent.paused)
 		exec_pipes_arm(ex, true);
-	ms_to_tv(s->timeout_ms, &tv);
+	agent_ms_to_tv(s->timeout_ms, &tv);
 	evtimer_add(ex->timer, &tv);
 	if (ex->stdin_fd >= 0)
 		event_add(ex->stdin_ev, NULL);
@@ -908,21 +946,21 @@ static void req_exec(const struct rpc_msg *m)
 	char why[AGENT_REPORT_MAX];
 
 	if (exec_parse(m->params, &s, why, sizeof(why)) < 0) {
-		reply_error(m->msgid, SANDPOOL_E_BAD_REQUEST, "%s", why);
+		agent_reply_error(m->msgid, SANDPOOL_E_BAD_REQUEST, "%s", why);
 		return;
 	}
 	if (exec_find(s.id)) {
-		reply_error(m->msgid, SANDPOOL_E_BAD_REQUEST, "exec: id %" PRIu64 " is already running", s.id);
+		agent_reply_error(m->msgid, SANDPOOL_E_BAD_REQUEST, "exec: id %" PRIu64 " is already running", s.id);
 		return;
 	}
 	if (agent.n_execs >= AGENT_MAX_EXECS) {
-		reply_error(m->msgid, SANDPOOL_E_LIMIT_EXCEEDED, "exec: at most %d execs run at once",
+		agent_reply_error(m->msgid, SANDPOOL_E_LIMIT_EXCEEDED, "exec: at most %d execs run at once",
 			    AGENT_MAX_EXECS);
 		return;
 	}
 	if (exec_start(&s, m->msgid, why, sizeof(why)) < 0) {
 		log_error("exec %" PRIu64 ": %s", s.id, why);
-		reply_error(m->msgid, SANDPOOL_E_BACKEND_ERROR, "%s", why);
+		agent_reply_error(m->msgid, SANDPOOL_E_BACKEND_ERROR, "%s", why);
 	}
 }
 
@@ -932,12 +970,14 @@ static void req_kill(const struct rpc_msg *m)
 	uint64_t id;
 
 	if (ipc_get_uint(m->params, "id", &id) < 0) {
-		reply_error(m->msgid, SANDPOOL_E_BAD_REQUEST, "kill: id must be an unsigned integer");
+		agent_reply_error(m->msgid, SANDPOOL_E_BAD_REQUEST, "kill: id must be an unsigned integer");
 		return;
 	}
 	ex = exec_find(id);
 	if (ex)
 		exec_kill(ex);
+	else
+		context_interrupt_run(id);
 	ipc_pack_response_ok_head(&agent.pk, m->msgid);
 	msgpack_pack_map(&agent.pk, 0);
 }
@@ -956,6 +996,15 @@ static const struct {
 	{ "exec", req_exec },
 	{ "kill", req_kill },
 	{ "ping", req_ping },
+	{ "code.run", context_req_run },
+	{ "context.create", context_req_create },
+	{ "context.list", context_req_list },
+	{ "context.restart", context_req_restart },
+	{ "context.remove", context_req_remove },
+	{ "files.write", files_req_write },
+	{ "files.read", files_req_read },
+	{ "files.list", files_req_list },
+	{ "files.remove", files_req_remove },
 };
 
 static void agent_dispatch(const struct rpc_msg *m)
@@ -970,7 +1019,7 @@ static void agent_dispatch(const struct rpc_msg *m)
 			return;
 		}
 	}
-	reply_error(m->msgid, SANDPOOL_E_UNKNOWN_METHOD, "unknown method %.*s", (int)m->method_len, m->method);
+	agent_reply_error(m->msgid, SANDPOOL_E_UNKNOWN_METHOD, "unknown method %.*s", (int)m->method_len, m->method);
 }
 
 static void ctrl_on_read(struct bufferevent *bev, void *arg)
@@ -1161,6 +1210,8 @@ static void agent_teardown(void)
 		exec_free_resources(ex);
 		exec_set_state(ex, EXEC_FREE);
 	}
+	contexts_teardown();
+	files_teardown();
 	/* As PID 1 this also gets processes that left their exec's group. */
 	if (getpid() == 1)
 		kill(-1, SIGKILL);
