@@ -17,7 +17,7 @@
 /* Names in /proc/self/mountinfo super options, per controller (v1). */
 static const char *const ctrl_names[CG_NCTRL] = { "memory", "pids", "cpu", "freezer" };
 /* Removing a group waits this long for its processes to be gone. */
-#define DRAIN_TRIES 200
+#define DRAIN_TRIES 1000
 #define DRAIN_SLEEP_NS 5000000L
 
 static int write_file(const char *dir, const char *file, const char *val)
@@ -413,7 +413,7 @@ static void kill_all(const struct cgroup_layout *l, const char *id)
 	}
 }
 
-int cgroup_destroy(const struct cgroup_layout *l, const char *id)
+int cgroup_try_remove(const struct cgroup_layout *l, const char *id)
 {
 	char dir[PATH_MAX * 2];
 	int rc = 0;
@@ -425,17 +425,20 @@ int cgroup_destroy(const struct cgroup_layout *l, const char *id)
 		if (!ctrl_present(l, c))
 			continue;
 		group_dir(l, c, id, dir, sizeof(dir));
-		for (int i = 0; i < DRAIN_TRIES; i++) {
-			if (rmdir(dir) == 0 || errno == ENOENT) {
-				rc = 0;
-				break;
-			}
+		if (rmdir(dir) < 0 && errno != ENOENT)
 			rc = -errno;
-			if (errno != EBUSY)
-				break;
-			kill_listed(dir);
-			nap();
-		}
+	}
+	return rc;
+}
+
+int cgroup_destroy(const struct cgroup_layout *l, const char *id)
+{
+	int rc = cgroup_try_remove(l, id);
+
+	/* Dying processes leave their group a moment after SIGKILL. */
+	for (int i = 0; rc == -EBUSY && i < DRAIN_TRIES; i++) {
+		nap();
+		rc = cgroup_try_remove(l, id);
 	}
 	return rc;
 }

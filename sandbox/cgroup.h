@@ -59,7 +59,10 @@ int cgroup_create(const struct cgroup_layout *l, const char *id, const struct cg
 /* Moves process pid into the sandbox's group(s). */
 int cgroup_attach(const struct cgroup_layout *l, const char *id, pid_t pid)
 	__attribute__((warn_unused_result));
-/* Kills everything in the group and removes it. */
+/* Kills everything in the group and tries once to remove it: -EBUSY while
+ * processes are still on their way out. */
+int cgroup_try_remove(const struct cgroup_layout *l, const char *id);
+/* The same, retrying for up to 5 s. */
 int cgroup_destroy(const struct cgroup_layout *l, const char *id);
 /* Removes every sandbox group left under the base (a previous daemon's). */
 unsigned cgroup_sweep(const struct cgroup_layout *l);

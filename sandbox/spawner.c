@@ -8,6 +8,7 @@
 #include <grp.h>
 #include <linux/sched.h>
 #include <sched.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,10 @@ static struct cgroup_layout sp_cg;
 static struct spawner_ids sp_ids;
 /* Which sandbox holds each host-id slot ("" when free). */
 static char (*sp_slots)[32];
+/* Slots whose sandbox is gone but whose cgroup still empties: the slot's
+ * ids are not handed out again until it is removed. */
+static bool *sp_removing;
+static unsigned sp_n_removing;
 
 static int slot_alloc(const char *id)
 {
@@ -70,6 +75,35 @@ static void slot_free(const char *id)
 	for (unsigned i = 0; i < sp_ids.n_slots; i++)
 		if (!strcmp(sp_slots[i], id))
 			sp_slots[i][0] = '\0';
+}
+
+/* Removes a gone sandbox's cgroup without waiting: if its processes are
+ * still leaving, the slot is retried from the main loop. */
+static void reap(const char *id)
+{
+	for (unsigned i = 0; i < sp_ids.n_slots; i++) {
+		if (strcmp(sp_slots[i], id) || sp_removing[i])
+			continue;
+		if (cgroup_try_remove(&sp_cg, id) == -EBUSY) {
+			sp_removing[i] = true;
+			sp_n_removing++;
+		} else {
+			sp_slots[i][0] = '\0';
+		}
+		return;
+	}
+	(void)cgroup_try_remove(&sp_cg, id);
+}
+
+static void retry_removals(void)
+{
+	for (unsigned i = 0; i < sp_ids.n_slots && sp_n_removing; i++) {
+		if (!sp_removing[i] || cgroup_try_remove(&sp_cg, sp_slots[i]) == -EBUSY)
+			continue;
+		sp_removing[i] = false;
+		sp_n_removing--;
+		sp_slots[i][0] = '\0';
+	}
 }
 
 static int decode_params(const msgpack_object *m, struct spawn_params *p, uint32_t *serial)
@@ -356,8 +390,11 @@ static void __attribute__((noreturn)) spawner_main(int sock, int agent_fd)
 	/* Sandboxes are reaped by the kernel: their exit reaches the daemon
 	 * through the pidfd, so the spawner never needs to wait. */
 	sigaction(SIGCHLD, &sa, NULL);
+	/* A service manager signals the whole group at stop; the spawner
+	 * leaves when the daemon closes its socket (cleaning up) or dies
+	 * (PR_SET_PDEATHSIG), never on a signal meant for the daemon. */
 	signal(SIGPIPE, SIG_IGN);
-	signal(SIGTERM, SIG_DFL);
+	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -370,10 +407,20 @@ static void __attribute__((noreturn)) spawner_main(int sock, int agent_fd)
 		struct spawn_params p;
 		msgpack_unpacked up;
 		uint32_t serial = 0;
-		ssize_t n = recv(sock, buf, sizeof(buf), 0);
+		struct pollfd pfd = { .fd = sock, .events = POLLIN };
+		ssize_t n;
 
+		if (sp_n_removing && poll(&pfd, 1, 20) == 0) {
+			retry_removals();
+			continue;
+		}
+		n = recv(sock, buf, sizeof(buf), 0);
 		if (n == 0) {
 			/* The daemon is gone: leave no group behind. */
+			for (int i = 0; i < 500 && sp_n_removing; i++) {
+				poll(NULL, 0, 20);
+				retry_removals();
+			}
 			cgroup_teardown(&sp_cg);
 			_exit(0);
 		}
@@ -386,8 +433,7 @@ static void __attribute__((noreturn)) spawner_main(int sock, int agent_fd)
 		memset(&p, 0, sizeof(p));
 		if (msgpack_unpack_next(&up, buf, (size_t)n, NULL) == MSGPACK_UNPACK_SUCCESS &&
 		    is_reap(&up.data, p.id, sizeof(p.id))) {
-			cgroup_destroy(&sp_cg, p.id);
-			slot_free(p.id);
+			reap(p.id);
 		} else if (up.data.type != MSGPACK_OBJECT_MAP || decode_params(&up.data, &p, &serial) < 0) {
 			struct spawn_reply r = { .serial = serial, .err = -EINVAL };
 
@@ -448,7 +494,8 @@ int spawner_start(struct spawner **out, const char *agent_path, const struct cgr
 		close_range(5, ~0U, 0);
 		prctl(PR_SET_NAME, "sandpool-spawn");
 		sp_slots = calloc(sp_ids.n_slots, sizeof(*sp_slots));
-		if (!sp_slots)
+		sp_removing = calloc(sp_ids.n_slots, sizeof(*sp_removing));
+		if (!sp_slots || !sp_removing)
 			_exit(1);
 		spawner_main(3, 4);
 	}
