@@ -464,9 +464,13 @@ unsigned cgroup_sweep(const struct cgroup_layout *l)
 void cgroup_teardown(const struct cgroup_layout *l)
 {
 	cgroup_sweep(l);
-	for (int c = 0; c < CG_NCTRL && l->version; c++)
-		if (ctrl_present(l, c))
-			(void)rmdir(l->base[c]);
+	for (int c = 0; c < CG_NCTRL && l->version; c++) {
+		if (!ctrl_present(l, c))
+			continue;
+		/* A just-removed child keeps its parent busy for a moment. */
+		for (int i = 0; i < DRAIN_TRIES && rmdir(l->base[c]) < 0 && errno == EBUSY; i++)
+			nap();
+	}
 }
 
 int cgroup_read_events(const struct cgroup_layout *l, const char *id, struct cgroup_events *ev)
