@@ -667,6 +667,34 @@ static struct sandpool_reply *call_simple(const struct cli *cli, const char *met
 	return reply;
 }
 
+/* "ledger: backlog 0, written 1234, dropped 0, ...", from pool.stats. */
+static void print_ledger_line(const msgpack_object *ledger)
+{
+	bool enabled = false, first = true;
+	uint64_t v;
+
+	if (ipc_get_bool(ledger, "enabled", &enabled) < 0)
+		return; /* an older daemon */
+	if (!enabled) {
+		puts("ledger: off");
+		return;
+	}
+	fputs("ledger:", stdout);
+	for (uint32_t i = 0; i < ledger->via.map.size; i++) {
+		const msgpack_object_kv *kv = &ledger->via.map.ptr[i];
+
+		if (kv->key.type != MSGPACK_OBJECT_STR || kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+			continue;
+		printf("%s %.*s %" PRIu64, first ? "" : ",", (int)kv->key.via.str.size,
+		       kv->key.via.str.ptr, kv->val.via.u64);
+		first = false;
+	}
+	if (ipc_get_uint(ledger, "backlog", &v) == 0 && v && ipc_get_bool(ledger, "open", &enabled) == 0 &&
+	    !enabled)
+		fputs(" (not open: see the daemon's log)", stdout);
+	putchar('\n');
+}
+
 static int show_status(struct cli *cli)
 {
 	const msgpack_object_array *rows = NULL;
@@ -686,6 +714,7 @@ static int show_status(struct cli *cli)
 		print_table(status_columns, ARRAY_SIZE(status_columns), rows);
 		printf("\nconnections: %" PRIu64 "  leases: %" PRIu64 "  sessions: %" PRIu64 "\n",
 		       connections, leases, sessions);
+		print_ledger_line(ipc_map_get(reply->result, "ledger"));
 	}
 	sandpool_reply_free(reply);
 	return EXIT_SUCCESS;
@@ -1138,7 +1167,8 @@ static int cmd_report(struct cli *cli, int argc, char **argv)
 		q.db_path = db;
 	}
 	if (report_run(&q, &r, err, sizeof(err)) < 0) {
-		fprintf(stderr, "sandpool: report: %s\n", err);
+		fprintf(stderr, "sandpool: report: %s%s\n", err,
+			q.db_path == db ? " (the default ledger_path; --db names another)" : "");
 		return EXIT_FAILED;
 	}
 	(void)ipc_get_array(r.result, "columns", &cols);

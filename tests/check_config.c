@@ -518,6 +518,61 @@ START_TEST(test_values)
 }
 END_TEST
 
+/* Costs: "auto" is the backend's published rate (0 for local), known only
+ * once the section is read; the dump prints the number. */
+START_TEST(test_costs_and_ledger)
+{
+	struct config *cfg = parse_ok("[daemon]\n"
+				      "ledger_path = off\n"
+				      "ledger_flush = 1s\n"
+				      "ledger_retention = 0\n"
+				      "[template local]\n"
+				      "[template cloud]\n"
+				      "cost_per_gib_second = 0.00001\n"
+				      "backend = e2b\n"
+				      "[template mine]\n"
+				      "cost_per_vcpu_second = 1.5e-5\n"
+				      "cost_per_gib_second = auto\n");
+	char *dump;
+
+	ck_assert_str_eq(cfg->ledger_path, "off");
+	ck_assert_uint_eq(cfg->ledger_flush_ms, 1000);
+	ck_assert_uint_eq(cfg->ledger_retention_ms, 0);
+	ck_assert_uint_eq(cfg->ledger_backlog, 100000);
+	ck_assert_double_eq(cfg->templates[0]->cost_per_vcpu_second, 0);
+	ck_assert_double_eq(cfg->templates[0]->cost_per_gib_second, 0);
+	ck_assert_double_eq(cfg->templates[1]->cost_per_vcpu_second, 0.000014);
+	ck_assert_double_eq(cfg->templates[1]->cost_per_gib_second, 0.00001);
+	ck_assert_double_eq(cfg->templates[2]->cost_per_vcpu_second, 0.000015);
+	ck_assert_double_eq(cfg->templates[2]->cost_per_gib_second, 0);
+	dump = dump_to_string(cfg);
+	ck_assert_ptr_nonnull(strstr(dump, "\ncost_per_vcpu_second = 0.000014\n"));
+	ck_assert_ptr_nonnull(strstr(dump, "\ncost_per_gib_second = 0.00001\n"));
+	free(dump);
+	config_free(cfg);
+
+	cfg = parse_ok("[template e]\nbackend = e2b\n");
+	ck_assert_double_eq(cfg->templates[0]->cost_per_gib_second, 0.0000045);
+	/* Not under /run (tmpfs): the ledger outlives a reboot. */
+	if (geteuid() == 0)
+		ck_assert_str_eq(cfg->ledger_path, "/var/lib/sandpool/ledger.db");
+	ck_assert_uint_eq(cfg->ledger_flush_ms, 200);
+	config_free(cfg);
+	assert_parse_error("[template a]\ncost_per_vcpu_second = -1\n",
+			   "test.conf:2: key 'cost_per_vcpu_second': '-1' is not a decimal number");
+	assert_parse_error("[template a]\ncost_per_vcpu_second = nan\n",
+			   "test.conf:2: key 'cost_per_vcpu_second': 'nan' is not a decimal number");
+	assert_parse_error("[template a]\ncost_per_vcpu_second = 0x1p-3\n",
+			   "test.conf:2: key 'cost_per_vcpu_second': '0x1p-3' is not a decimal number");
+	assert_parse_error("[template a]\ncost_per_gib_second = 2\n",
+			   "test.conf:2: key 'cost_per_gib_second': 2 is out of range 0..1");
+	assert_parse_error("[daemon]\nledger_path = ledger.db\n[template a]\n",
+			   "test.conf:2: key 'ledger_path': 'ledger.db' is neither 'off' nor an absolute path");
+	assert_parse_error("[daemon]\nledger_backlog = 10\n[template a]\n",
+			   "test.conf:2: key 'ledger_backlog': 10 is out of range 100..10000000");
+}
+END_TEST
+
 START_TEST(test_disabled_template)
 {
 	struct config *cfg = parse_ok("[template a]\nenabled = off\nmin_warm = 3\n[template b]\n");
@@ -716,6 +771,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_limits);
 	tcase_add_test(tc, test_quoting);
 	tcase_add_test(tc, test_values);
+	tcase_add_test(tc, test_costs_and_ledger);
 	tcase_add_test(tc, test_disabled_template);
 	tcase_add_test(tc, test_overrides);
 	tcase_add_test(tc, test_dump_roundtrip);

@@ -93,12 +93,13 @@ static unsigned json_rows(const char *json)
 
 /* ---- the scripted workload --------------------------------------------------------- */
 
+/* max_warm = min_warm: demand cannot start creations behind the test's back. */
 static const char workload_conf[] =
 	"ledger_flush = 50ms\n"
 	"drain_timeout = 1s\n"
 	"[template shell]\nlanguage = shell\nmin_warm = 2\nmax_warm = 2\nmax_total = 6\n"
 	"cpus = 2\nmemory = 1G\ncost_per_vcpu_second = 0.001\ncost_per_gib_second = 0.002\n"
-	"[template py]\nlanguage = python\nmin_warm = 0\nmax_warm = 1\nmax_total = 2\n"
+	"[template py]\nlanguage = python\nmin_warm = 0\nmax_warm = 0\nmax_total = 2\n"
 	"cpus = 0.5\nmemory = 256M\ncost_per_vcpu_second = 0.0001\ncost_per_gib_second = 0.0004\n";
 
 #define SHELL_RATE (2 * 0.001 + 1 * 0.002)	 /* dollars a second */
@@ -236,6 +237,13 @@ START_TEST(test_report_matches_workload)
 	py_hits = fixture_stat(&fx, "py", "hits") + fixture_stat(&fx, "py", "session_reuses");
 	py_created = fixture_stat(&fx, "py", "created") + fixture_stat(&fx, "py", "create_failures");
 	ck_assert_int_eq(fixture_stop(&fx), 0);
+	/* docs/LEDGER.md's examples run on this database. */
+	if (getenv("SANDPOOL_KEEP_LEDGER")) {
+		char cmd[1024];
+
+		snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", fx.ledger, getenv("SANDPOOL_KEEP_LEDGER"));
+		ck_assert_int_eq(system(cmd), 0);
+	}
 
 	/* By template: counts exactly, execs to the microsecond (the same
 	 * duration_us the client got), leased time within the budget. */
