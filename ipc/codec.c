@@ -263,6 +263,13 @@ void ipc_pack_response_error(msgpack_packer *pk, uint32_t msgid, const char *cod
 	msgpack_pack_nil(pk);
 }
 
+/* libmsgpackc decodes an empty str or bin with a NULL pointer, which the
+ * mem*() functions must not see even with a zero length, nor callers get. */
+static const char *bytes_of(const char *p)
+{
+	return p ? p : "";
+}
+
 const msgpack_object *ipc_map_get(const msgpack_object *map, const char *key)
 {
 	size_t n;
@@ -274,7 +281,7 @@ const msgpack_object *ipc_map_get(const msgpack_object *map, const char *key)
 		const msgpack_object *k = &map->via.map.ptr[i].key;
 
 		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-		    memcmp(k->via.str.ptr, key, n) == 0)
+		    memcmp(bytes_of(k->via.str.ptr), key, n) == 0)
 			return &map->via.map.ptr[i].val;
 	}
 	return NULL;
@@ -295,7 +302,7 @@ int ipc_get_str(const msgpack_object *map, const char *key, const char **s, uint
 		return -ENOENT;
 	if (o->type != MSGPACK_OBJECT_STR)
 		return -EINVAL;
-	*s = o->via.str.ptr;
+	*s = bytes_of(o->via.str.ptr);
 	*len = o->via.str.size;
 	return 0;
 }
@@ -307,12 +314,12 @@ int ipc_get_bytes(const msgpack_object *map, const char *key, const char **p, ui
 	if (!o)
 		return -ENOENT;
 	if (o->type == MSGPACK_OBJECT_STR) {
-		*p = o->via.str.ptr;
+		*p = bytes_of(o->via.str.ptr);
 		*len = o->via.str.size;
 		return 0;
 	}
 	if (o->type == MSGPACK_OBJECT_BIN) {
-		*p = o->via.bin.ptr;
+		*p = bytes_of(o->via.bin.ptr);
 		*len = o->via.bin.size;
 		return 0;
 	}
@@ -389,10 +396,10 @@ char *ipc_obj_strdup(const msgpack_object *o)
 	char *s;
 
 	if (o->type == MSGPACK_OBJECT_STR) {
-		p = o->via.str.ptr;
+		p = bytes_of(o->via.str.ptr);
 		len = o->via.str.size;
 	} else if (o->type == MSGPACK_OBJECT_BIN) {
-		p = o->via.bin.ptr;
+		p = bytes_of(o->via.bin.ptr);
 		len = o->via.bin.size;
 	} else {
 		return NULL;
