@@ -1,0 +1,94 @@
+#!/bin/sh
+# Builds the libFuzzer targets with clang (no configure needed) and runs
+# each for SECONDS (default 60), one after another; 0 only builds them and
+# replays the seeds and the recorded crashes:
+#   tests/fuzz/run.sh [SECONDS]
+# The committed seeds (tests/fuzz/corpus/TARGET) are read, never written:
+# what a run discovers goes to $FUZZ_OUT/corpus/TARGET (default
+# /tmp/sandpool-fuzz), which later runs start from. Inputs in
+# tests/fuzz/crashes/ are replayed first as regression tests. A crash
+# leaves its input in $FUZZ_OUT/crashes/ and makes the script fail.
+#
+# A msgpack header declaring 2^32 elements makes libmsgpackc allocate
+# n * 16 or n * 32 bytes at once (tests/fuzz/crashes/README.md). Here an
+# allocation above 64 MiB fails and returns NULL, as it does in the daemon
+# when it exceeds what the kernel will commit, so that such inputs take the
+# decoder's out-of-memory path instead of stopping every run at once.
+set -u
+
+secs=${1:-60}
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/../.." && pwd)
+out=${FUZZ_OUT:-/tmp/sandpool-fuzz}
+cc=${FUZZ_CC:-clang}
+targets="fuzz_frame fuzz_agent fuzz_config"
+
+mkdir -p "$out/bin" "$out/crashes"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-allocator_may_return_null=1:max_allocation_size_mb=64}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
+limits="-malloc_limit_mb=128 -rss_limit_mb=2048 -timeout=10"
+# autoconfig.h comes from tests/fuzz: configure is not needed.
+cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
+	-fno-sanitize-recover=undefined -I$here -I$src -I$src/ipc"
+codec="$src/ipc/codec.c $src/ipc/errors.c $src/daemon/log.c"
+
+build() {
+	name=$1
+	shift
+	echo "fuzz: building $name" >&2
+	# shellcheck disable=SC2086
+	$cc $cflags -o "$out/bin/$name" "$@" || exit 1
+}
+
+build fuzz_frame "$here/fuzz_frame.c" $codec -lmsgpackc -levent
+# fuzz_agent.c includes agent.c itself; the agent's other modules link as
+# they are, with empty interpreter drivers (the build embeds the real ones).
+agent_modules=$(ls "$src"/sandbox/agent/*.c | grep -v '/agent\.c$')
+sed -n 's/^extern const char \(agent_driver_[a-z_]*\)\[\];/const char \1[] = "";/p' \
+	"$src/sandbox/agent/drivers.h" >"$out/drivers.c"
+build fuzz_agent "$here/fuzz_agent.c" $codec $agent_modules "$out/drivers.c" \
+	-lmsgpackc -levent -lseccomp
+build fuzz_config "$here/fuzz_config.c" "$src/daemon/config.c" "$src/daemon/log.c" \
+	-DSANDPOOL_AGENT_PATH='"/usr/local/libexec/sandpool/sandpool-agent"' \
+	-DSANDPOOL_SYSCONFDIR='"/usr/local/etc"'
+
+count() { find "$1" -type f 2>/dev/null | wc -l | tr -d ' '; }
+
+status=0
+summary=""
+for t in $targets; do
+	seeds="$here/corpus/${t#fuzz_}"
+	work="$out/corpus/$t"
+	log="$out/$t.log"
+	mkdir -p "$work"
+	regress=$(find "$here/crashes" -type f -name "$t-*" 2>/dev/null)
+	if [ -n "$regress" ]; then
+		echo "fuzz: $t: replaying $(echo "$regress" | wc -l) inputs from tests/fuzz/crashes" >&2
+		# shellcheck disable=SC2086
+		if ! "$out/bin/$t" $limits $regress >"$out/$t.regress.log" 2>&1; then
+			echo "fuzz: $t: a recorded crash input still fails; see $out/$t.regress.log" >&2
+			status=1
+		fi
+	fi
+	echo "fuzz: $t: $secs s from $(count "$seeds") seeds and $(count "$work") earlier finds" >&2
+	# libFuzzer takes -max_total_time=0 as "no limit"; -runs=0 only replays.
+	if [ "$secs" -gt 0 ]; then budget="-max_total_time=$secs"; else budget="-runs=0"; fi
+	# shellcheck disable=SC2086
+	"$out/bin/$t" "$work" "$seeds" $budget -print_final_stats=1 $limits \
+		-artifact_prefix="$out/crashes/$t-" >"$log" 2>&1
+	rc=$?
+	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+	cov=$(grep -E '^#[0-9]+' "$log" | tail -n 1 | sed -n 's/.*cov: \([0-9]*\).*/\1/p')
+	line="$t: ${execs:-?} execs, coverage ${cov:-?} edges, corpus $(count "$seeds") seeds + $(count "$work") found"
+	if [ "$rc" -ne 0 ]; then
+		line="$line, CRASHED (exit $rc): $(ls -t "$out/crashes/$t-"* 2>/dev/null | head -n 1)"
+		status=1
+		grep -E 'ERROR|SUMMARY|runtime error' "$log" | head -n 5 >&2
+	fi
+	echo "fuzz: $line" >&2
+	summary="$summary$line
+"
+done
+printf '\n%s' "$summary"
+[ "$status" -eq 0 ] || echo "fuzz: failures above; logs in $out" >&2
+exit $status
