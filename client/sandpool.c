@@ -587,7 +587,18 @@ static void cell_text(const msgpack_object *o, enum cell_kind kind, char *buf, s
 		return;
 	case MSGPACK_OBJECT_FLOAT32:
 	case MSGPACK_OBJECT_FLOAT64:
-		format_double(o->via.f64, buf, size);
+		/* Plain decimals for people (0.000014, not 1.4e-05): the figures
+		 * shown are seconds and dollars to six places. */
+		if (fabs(o->via.f64) < 1e12) {
+			int n = snprintf(buf, size, "%.6f", o->via.f64);
+
+			while (n > 1 && (size_t)n < size && buf[n - 1] == '0')
+				buf[--n] = '\0';
+			if (n > 1 && (size_t)n < size && buf[n - 1] == '.')
+				buf[--n] = '\0';
+		} else {
+			format_double(o->via.f64, buf, size);
+		}
 		return;
 	case MSGPACK_OBJECT_STR:
 	case MSGPACK_OBJECT_BIN:

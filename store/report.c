@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "daemon/clock.h"
 #include "daemon/log.h"
 #include "ipc/codec.h"
 
@@ -228,7 +229,7 @@ int report_run(const struct report_query *q, struct report *out, char *err, size
 {
 	const struct grouping *g = grouping_find(q->by);
 	char since[SCHEMA_TIME_LEN], until[SCHEMA_TIME_LEN];
-	uint64_t now = (uint64_t)time(NULL) * 1000000;
+	uint64_t now = realtime_us();
 	msgpack_sbuffer buf;
 	msgpack_packer pk;
 	sqlite3_stmt *st = NULL;
