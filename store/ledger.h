@@ -91,8 +91,9 @@ int ledger_start(const struct ledger_options *o, char *err, size_t errlen)
 /* ledger_start() from the daemon's configuration; 0 when ledger_path = off. */
 int ledger_start_config(const struct config *cfg, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
-/* Records the run's end, commits what is queued (waiting at most about a
- * second for a busy database), stops the writer and closes. */
+/* Records the run's end, commits what is queued (a busy database gets one
+ * more attempt, waiting up to ledger_flush, at most a second, for its
+ * lock), stops the writer and closes. */
 void ledger_stop(void);
 bool ledger_enabled(void);
 void ledger_get_stats(struct ledger_stats *out);
