@@ -18,9 +18,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemon/clock.h"
 #include "daemon/config.h"
 #include "daemon/log.h"
 #include "daemon/rpc.h"
+#include "daemon/sdnotify.h"
 #include "ipc/server.h"
 #include "pool/lease.h"
 #include "pool/pool.h"
@@ -33,6 +35,8 @@
 #define SHUTDOWN_GRACE_SEC 10
 /* Output a slow client may leave unread before it is dropped. */
 #define MAX_OUTPUT_BUFFER (64u << 20)
+/* How often the service manager's STATUS= line is refreshed. */
+#define STATUS_INTERVAL_SEC 5
 
 struct daemon {
 	struct config *cfg;
@@ -42,13 +46,18 @@ struct daemon {
 	struct ipc_server *srv;
 	struct event *sig_term, *sig_int, *sig_hup;
 	struct event *deadline;
+	struct event *status_timer;
 	struct config_overrides ov; /* the command line's, applied again at reload */
 	int lock_fd;
 	int ready_fd; /* the waiting parent when daemonized, else -1 */
+	int listen_fd; /* passed by socket activation, else -1 */
+	char listen_path[112];
+	char status[1024]; /* the STATUS= last sent */
+	bool ready;	   /* READY=1 sent: serving, start-up fill attempted */
 	bool stopping;
 };
 
-static struct daemon d = { .lock_fd = -1, .ready_fd = -1, .ov = { .log_level = -1 } };
+static struct daemon d = { .lock_fd = -1, .ready_fd = -1, .listen_fd = -1, .ov = { .log_level = -1 } };
 
 static void usage(FILE *out)
 {
@@ -107,6 +116,66 @@ static int take_lock(const char *state_dir)
 	return fd;
 }
 
+static const char *socket_path(void)
+{
+	return d.listen_fd >= 0 && d.listen_path[0] ? d.listen_path : d.cfg->socket_path;
+}
+
+/* "python: 2 warm, 1 leased; shell: ...", for STATUS= and systemctl status. */
+static void pool_status(char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = 0; i < pool_count() && off < len; i++) {
+		const struct pool *p = pool_at(i);
+		struct pool_figures fg;
+
+		pool_get_figures(p, &fg);
+		off += (size_t)snprintf(buf + off, len - off, "%s%s: %u warm, %u leased%s", i ? "; " : "",
+					pool_template(p)->name, fg.warm, fg.leased, fg.degraded ? " (degraded)" : "");
+	}
+}
+
+/* Sends STATUS= when the figures changed since the last one. */
+static void notify_status(bool ready)
+{
+	char st[sizeof(d.status)];
+
+	pool_status(st, sizeof(st));
+	if (!ready && !strcmp(st, d.status))
+		return;
+	memcpy(d.status, st, sizeof(st));
+	sdnotify_send("%sSTATUS=%s", ready ? "READY=1\n" : "", st);
+}
+
+static void on_status_timer(evutil_socket_t fd, short what, void *arg)
+{
+	notify_status(false);
+}
+
+/* The socket is open and every template's start-up fill has been tried:
+ * what "started" means to a service manager. */
+static void announce_ready(evutil_socket_t fd, short what, void *arg)
+{
+	if (d.ready || d.stopping)
+		return;
+	d.ready = true;
+	notify_status(true);
+	log_info("start-up fill attempted: ready (%s)", d.status);
+}
+
+/* Runs inside the pool's bookkeeping of the last creation, before that
+ * sandbox is warm: announce on the next turn of the loop, so that the
+ * STATUS= sent with READY=1 counts it. */
+static void on_initial_fill(void)
+{
+	static const struct timeval now = { 0, 0 };
+
+	if (event_base_once(d.base, -1, EV_TIMEOUT, announce_ready, NULL, &now) < 0)
+		announce_ready(-1, 0, NULL);
+}
+
 static void on_empty(void)
 {
 	log_info("all sandboxes destroyed");
@@ -128,6 +197,7 @@ static void begin_shutdown(const char *why)
 		return;
 	d.stopping = true;
 	log_info("%s: shutting down", why);
+	sdnotify_send("STOPPING=1\nSTATUS=stopping (%s): draining leases", why);
 	ipc_server_stop_accepting(d.srv);
 	d.deadline = evtimer_new(d.base, on_deadline, NULL);
 	if (d.deadline)
@@ -162,7 +232,15 @@ static void reload_config(void)
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	if (sig == SIGHUP) {
+		/* Bracketed only once started: before READY=1 the manager still
+		 * waits for the start-up, and after STOPPING=1 nothing reloads. */
+		bool bracket = d.ready && !d.stopping;
+
+		if (bracket)
+			sdnotify_send("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)monotonic_us());
 		reload_config();
+		if (bracket)
+			notify_status(true);
 		return;
 	}
 	begin_shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -275,12 +353,12 @@ static int setup_runtime(void)
 	if (rc < 0)
 		return rc;
 	snprintf(sockdir, sizeof(sockdir), "%s", d.cfg->socket_path);
-	if ((rc = mkdir_p(dirname(sockdir), 0755)) < 0) {
+	if (d.listen_fd < 0 && (rc = mkdir_p(dirname(sockdir), 0755)) < 0) {
 		log_error("create socket directory for %s: %s", d.cfg->socket_path, strerror(-rc));
 		return rc;
 	}
-	d.srv = ipc_server_new(d.base, d.cfg->socket_path, -1, d.cfg->socket_mode, socket_gid(d.cfg), &lim,
-			       &rpc_handlers, err, sizeof(err));
+	d.srv = ipc_server_new(d.base, d.cfg->socket_path, d.listen_fd, d.cfg->socket_mode, socket_gid(d.cfg),
+			       &lim, &rpc_handlers, err, sizeof(err));
 	if (!d.srv) {
 		log_error("%s", err);
 		return -EADDRINUSE;
@@ -294,6 +372,25 @@ static int setup_runtime(void)
 	event_add(d.sig_term, NULL);
 	event_add(d.sig_int, NULL);
 	event_add(d.sig_hup, NULL);
+	return 0;
+}
+
+/* Watchdog pings and STATUS= refreshes, then READY=1 once the start-up
+ * fill has been tried (at once when no template wants warm sandboxes). */
+static int start_notify(void)
+{
+	struct timeval tv = ms_timeval(STATUS_INTERVAL_SEC * 1000);
+	int rc;
+
+	if ((rc = sdnotify_watchdog_start(d.base)) < 0)
+		return rc;
+	if (sdnotify_enabled()) {
+		d.status_timer = event_new(d.base, -1, EV_PERSIST, on_status_timer, NULL);
+		if (!d.status_timer || event_add(d.status_timer, &tv) < 0)
+			return -ENOMEM;
+		sdnotify_send("STATUS=warming %u templates", pool_count());
+	}
+	pool_system_on_initial_fill(on_initial_fill);
 	return 0;
 }
 
@@ -314,6 +411,9 @@ static void teardown(void)
 		event_free(d.sig_hup);
 	if (d.deadline)
 		event_free(d.deadline);
+	if (d.status_timer)
+		event_free(d.status_timer);
+	sdnotify_close();
 	if (d.base)
 		event_base_free(d.base);
 	if (d.lock_fd >= 0)
@@ -388,7 +488,18 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	if (!foreground)
+	if (sdnotify_init(err, sizeof(err)) < 0)
+		log_warn("%s; not notifying the service manager", err);
+	d.listen_fd = sdnotify_listen_fd(d.listen_path, sizeof(d.listen_path), err, sizeof(err));
+	if (d.listen_fd == -ENOENT)
+		d.listen_fd = -1;
+	else if (d.listen_fd < 0)
+		die("socket activation: %s", err);
+	else if (strcmp(d.listen_path, d.cfg->socket_path) != 0)
+		log_warn("socket activation: serving %s; the configured socket %s is not used", d.listen_path,
+			 d.cfg->socket_path);
+	/* A manager waiting for READY=1 supervises this very process. */
+	if (!foreground && !sdnotify_enabled())
 		daemonize();
 	/* 0755: the socket may live here and socket_mode/socket_group decide who
 	 * may connect; nothing in the state dir is secret. */
@@ -415,8 +526,13 @@ int main(int argc, char **argv)
 		teardown();
 		return 1;
 	}
-	log_info("sandpoold %s listening on %s (%u templates, state in %s)", PACKAGE_VERSION,
-		 d.cfg->socket_path, d.cfg->n_templates, d.cfg->state_dir);
+	log_info("sandpoold %s listening on %s%s (%u templates, state in %s)", PACKAGE_VERSION, socket_path(),
+		 d.listen_fd >= 0 ? " (socket activation)" : "", d.cfg->n_templates, d.cfg->state_dir);
+	if ((rc = start_notify()) < 0) {
+		log_error("start-up failed: service manager notification: %s", strerror(-rc));
+		teardown();
+		return 1;
+	}
 	signal_ready();
 	event_base_dispatch(d.base);
 	teardown();

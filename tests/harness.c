@@ -32,9 +32,9 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-void fixture_start(struct fixture *f, const char *templates_conf)
+void fixture_prepare(struct fixture *f, const char *templates_conf)
 {
-	char exe[512], agent[512];
+	char agent[512];
 	FILE *cf;
 
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -45,7 +45,6 @@ void fixture_start(struct fixture *f, const char *templates_conf)
 	snprintf(f->conf, sizeof(f->conf), "%s/sandpoold.conf", f->dir);
 	snprintf(f->log, sizeof(f->log), "%s/daemon.log", f->dir);
 	snprintf(f->ledger, sizeof(f->ledger), "%s/ledger.db", f->dir);
-	snprintf(exe, sizeof(exe), "%s/sandpoold", builddir());
 	snprintf(agent, sizeof(agent), "%s/sandpool-agent", builddir());
 
 	cf = fopen(f->conf, "w");
@@ -56,16 +55,28 @@ void fixture_start(struct fixture *f, const char *templates_conf)
 		fprintf(cf, "ledger_path = %s\n", f->ledger);
 	fputs(templates_conf, cf);
 	fclose(cf);
+}
 
+void fixture_spawn(struct fixture *f, void (*in_child)(void *arg), void *arg)
+{
+	char exe[512];
+
+	snprintf(exe, sizeof(exe), "%s/sandpoold", builddir());
 	f->pid = fork();
 	ck_assert_int_ge(f->pid, 0);
 	if (f->pid == 0) {
 		int fd = open(f->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
 
 		dup2(fd, STDERR_FILENO);
+		if (in_child)
+			in_child(arg);
 		execl(exe, "sandpoold", "--foreground", "--config", f->conf, (char *)NULL);
 		_exit(127);
 	}
+}
+
+void fixture_wait_socket(struct fixture *f)
+{
 	for (int i = 0; i < 500; i++) {
 		struct stat st;
 		int status;
@@ -80,6 +91,13 @@ void fixture_start(struct fixture *f, const char *templates_conf)
 	}
 	fixture_dump_log(f);
 	ck_abort_msg("sandpoold did not create its socket");
+}
+
+void fixture_start(struct fixture *f, const char *templates_conf)
+{
+	fixture_prepare(f, templates_conf);
+	fixture_spawn(f, NULL, NULL);
+	fixture_wait_socket(f);
 }
 
 int fixture_stop(struct fixture *f)

@@ -26,6 +26,12 @@ struct fixture {
 /* Writes a config (daemon section pointing into the temp dir, then
  * templates_conf verbatim) and starts the daemon; waits for the socket. */
 void fixture_start(struct fixture *f, const char *templates_conf);
+/* The same in steps, for tests that act in between: the temp dir and
+ * config; the daemon, with in_child(arg) run in the child just before
+ * exec (environment, fds); the wait for its socket. */
+void fixture_prepare(struct fixture *f, const char *templates_conf);
+void fixture_spawn(struct fixture *f, void (*in_child)(void *arg), void *arg);
+void fixture_wait_socket(struct fixture *f);
 /* SIGTERM, waits; returns the daemon's exit status (-1 if it did not exit). */
 int fixture_stop(struct fixture *f);
 /* rm -rf the temp dir. */
