@@ -232,8 +232,9 @@ int main(int argc, char **argv)
 		print_row("fresh (release destroys)", levels[i], &fr[i], &pp[i], note);
 	}
 	printf("\nSession re-lease throughput with %d clients: **%.0f lease+release/s** "
-	       "(p50 %s, p99 %s; ping-pong at %d clients: %.0f round trips/s, ratio %.2f). "
-	       "Target ≥ %.0f/s: **%s**.\n\n",
+	       "(p50 %s, p99 %s; ping-pong at %d clients: %.0f round trips/s, %.2f times as many; "
+	       "2 is the floor, a lease+release being two round trips). Target ≥ %.0f/s: "
+	       "**%s**.\n\n",
 	       THROUGHPUT_CLIENTS, tp_ss_rate, bench_fmt_us(samples_pct(&tp_ss, 50)),
 	       bench_fmt_us(samples_pct(&tp_ss, 99)), THROUGHPUT_CLIENTS, tp_pp_rate,
 	       tp_ss_rate > 0 ? tp_pp_rate / tp_ss_rate : 0, THROUGHPUT_TARGET,

@@ -99,7 +99,8 @@ version() { "$@" 2>&1 | head -n 1; }
 	echo "## Commands"
 	echo
 	echo "In the build tree (\`$builddir\` here), \`make bench\` built the programs and ran"
-	echo "\`SANDPOOL_BUILDDIR=\$PWD sh bench/run.sh \$PWD RESULTS.md\`, that is, in turn:"
+	echo "\`SANDPOOL_BUILDDIR=BUILDDIR sh SRCDIR/bench/run.sh BUILDDIR SRCDIR/bench/RESULTS.md\`,"
+	echo "which ran, in turn:"
 	echo
 	for p in $progs; do
 		echo "- \`bench/$p\` ($(cat "$tmp/$p.secs") s)"
