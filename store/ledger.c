@@ -93,8 +93,7 @@ struct record {
 
 /* Statements the writer prepares once; indexed by record kind, plus its own. */
 enum stmt {
-	ST_PRUNE = REC_KINDS,
-	ST_HEARTBEAT,
+	ST_HEARTBEAT = REC_KINDS,
 	ST_FIRST_LEASED,
 	ST_COUNT
 };
@@ -123,17 +122,20 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[REC_SESSION_BOUND] = "UPDATE sessions SET sandbox = ?2 WHERE name = ?1 AND ended_at IS NULL",
 	[REC_SESSION_ENDED] = "UPDATE sessions SET ended_at = ?2, end_reason = ?3"
 			      " WHERE name = ?1 AND ended_at IS NULL",
-	/* Children before parents; an open row (NULL end) is never old. */
-	[ST_PRUNE] = "DELETE FROM executions WHERE started_at < ?1;"
-		     "DELETE FROM leases WHERE released_at < ?1;"
-		     "DELETE FROM sessions WHERE ended_at < ?1;"
-		     "DELETE FROM sandboxes WHERE destroyed_at < ?1;"
-		     "DELETE FROM daemon_runs WHERE stopped_at < ?1 AND NOT EXISTS"
-		     " (SELECT 1 FROM sandboxes WHERE daemon_run = daemon_runs.id)",
 	[ST_HEARTBEAT] = "UPDATE daemon_runs SET last_seen_at = ?1 WHERE id = ?2",
 	[ST_FIRST_LEASED] = "UPDATE sandboxes SET first_leased_at = ?2"
 			    " WHERE id = ?1 AND first_leased_at IS NULL",
 };
+
+/* Hourly, in one transaction: children before parents; an open row (NULL
+ * end) is never old. A sandbox ends after its leases, a lease after its
+ * execs, so nothing is left pointing at a deleted row. */
+static const char prune_sql[] = "DELETE FROM executions WHERE started_at < :time;"
+				"DELETE FROM leases WHERE released_at < :time;"
+				"DELETE FROM sessions WHERE ended_at < :time;"
+				"DELETE FROM sandboxes WHERE destroyed_at < :time;"
+				"DELETE FROM daemon_runs WHERE stopped_at < :time AND NOT EXISTS"
+				" (SELECT 1 FROM sandboxes WHERE daemon_run = daemon_runs.id)";
 
 static struct {
 	bool running; /* loop thread only */
@@ -451,6 +453,28 @@ static int mkdir_parents(const char *path)
 	return 0;
 }
 
+/* Runs each statement of sql, binding :time and :run where they appear. */
+static int exec_script(sqlite3 *db, const char *sql, const char *time, int64_t run)
+{
+	int rc = SQLITE_OK;
+
+	for (const char *tail = sql; rc == SQLITE_OK && *tail;) {
+		sqlite3_stmt *st;
+		int i;
+
+		rc = sqlite3_prepare_v2(db, tail, -1, &st, &tail);
+		if (rc != SQLITE_OK || !st)
+			break;
+		if ((i = sqlite3_bind_parameter_index(st, ":time")))
+			sqlite3_bind_text(st, i, time, -1, SQLITE_TRANSIENT);
+		if ((i = sqlite3_bind_parameter_index(st, ":run")))
+			sqlite3_bind_int64(st, i, run);
+		rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
+		sqlite3_finalize(st);
+	}
+	return rc;
+}
+
 /* Whether a daemon_runs row's process still runs a sandpoold (not us: a
  * run of ours other than the current one is a dead predecessor's pid). */
 static bool run_alive(pid_t pid)
@@ -480,13 +504,13 @@ static bool run_alive(pid_t pid)
 static int recover(sqlite3 *db)
 {
 	static const char close_sql[] =
-		"UPDATE sandboxes SET destroyed_at = ?2, end_reason = coalesce(end_reason, 'abandoned')"
-		" WHERE daemon_run = ?1 AND destroyed_at IS NULL;"
-		"UPDATE leases SET released_at = ?2, end_reason = 'abandoned' WHERE released_at IS NULL"
-		" AND sandbox IN (SELECT id FROM sandboxes WHERE daemon_run = ?1);"
-		"UPDATE sessions SET ended_at = ?2, end_reason = 'abandoned'"
-		" WHERE daemon_run = ?1 AND ended_at IS NULL;"
-		"UPDATE daemon_runs SET stopped_at = ?2, end_reason = 'abandoned' WHERE id = ?1";
+		"UPDATE sandboxes SET destroyed_at = :time, end_reason = coalesce(end_reason, 'abandoned')"
+		" WHERE daemon_run = :run AND destroyed_at IS NULL;"
+		"UPDATE leases SET released_at = :time, end_reason = 'abandoned' WHERE released_at IS NULL"
+		" AND sandbox IN (SELECT id FROM sandboxes WHERE daemon_run = :run);"
+		"UPDATE sessions SET ended_at = :time, end_reason = 'abandoned'"
+		" WHERE daemon_run = :run AND ended_at IS NULL;"
+		"UPDATE daemon_runs SET stopped_at = :time, end_reason = 'abandoned' WHERE id = :run";
 	sqlite3_stmt *runs;
 	int rc;
 
@@ -498,7 +522,6 @@ static int recover(sqlite3 *db)
 	while (rc == SQLITE_OK && (rc = sqlite3_step(runs)) == SQLITE_ROW) {
 		int64_t id = sqlite3_column_int64(runs, 0);
 		const char *seen = (const char *)sqlite3_column_text(runs, 2);
-		const char *tail = close_sql;
 
 		rc = SQLITE_OK;
 		if (id == lg.run_id || run_alive((pid_t)sqlite3_column_int(runs, 1)))
@@ -506,17 +529,7 @@ static int recover(sqlite3 *db)
 		log_warn("ledger: daemon run %" PRId64 " ended without a record; closing what it left "
 			 "open as 'abandoned' at %s",
 			 id, seen);
-		while (rc == SQLITE_OK && *tail) {
-			sqlite3_stmt *st;
-
-			rc = sqlite3_prepare_v2(db, tail, -1, &st, &tail);
-			if (rc != SQLITE_OK || !st)
-				break;
-			sqlite3_bind_int64(st, 1, id);
-			sqlite3_bind_text(st, 2, seen, -1, SQLITE_TRANSIENT);
-			rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
-			sqlite3_finalize(st);
-		}
+		rc = exec_script(db, close_sql, seen, id);
 	}
 	sqlite3_finalize(runs);
 	if (rc == SQLITE_DONE)
@@ -815,8 +828,9 @@ static void flush(void)
 /* Heartbeat for an idle run, and hourly pruning past ledger_retention. */
 static void maintain(void)
 {
+	char cutoff[SCHEMA_TIME_LEN];
 	uint64_t now = realtime_us();
-	int rc = SQLITE_OK;
+	int rc;
 
 	if (!lg.db || lg.batch)
 		return;
@@ -826,26 +840,23 @@ static void maintain(void)
 		if (step(lg.st[ST_HEARTBEAT]) == SQLITE_OK)
 			lg.heartbeat_us = now;
 	}
-	if (!lg.opt.retention_ms || now - lg.prune_us < PRUNE_EVERY_US)
+	/* A retention longer than the epoch is old keeps everything. */
+	if (!lg.opt.retention_ms || lg.opt.retention_ms * 1000 >= now ||
+	    now - lg.prune_us < PRUNE_EVERY_US)
 		return;
 	lg.prune_us = now;
-	if (sqlite3_exec(lg.db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+	schema_format_time(now - lg.opt.retention_ms * 1000, cutoff);
+	rc = sqlite3_exec(lg.db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = exec_script(lg.db, prune_sql, cutoff, 0);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(lg.db, "COMMIT", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
 		return;
-	for (const char *tail = stmt_sql[ST_PRUNE]; rc == SQLITE_OK && *tail;) {
-		sqlite3_stmt *st;
-
-		rc = sqlite3_prepare_v2(lg.db, tail, -1, &st, &tail);
-		if (rc != SQLITE_OK || !st)
-			break;
-		bind_time(st, 1, now - lg.opt.retention_ms * 1000);
-		rc = step(st);
-		sqlite3_finalize(st);
-	}
-	if (rc == SQLITE_OK && sqlite3_exec(lg.db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
-		return;
+	snprintf(lg.failure, sizeof(lg.failure), "%s", sqlite3_errmsg(lg.db));
 	sqlite3_exec(lg.db, "ROLLBACK", NULL, NULL, NULL);
 	log_warn("ledger %s: pruning rows older than ledger_retention failed: %s; next try in an hour",
-		 lg.opt.path, sqlite3_errmsg(lg.db));
+		 lg.opt.path, lg.failure);
 }
 
 static struct timespec deadline_after(struct timespec t, uint64_t ms)

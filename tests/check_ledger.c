@@ -827,6 +827,16 @@ START_TEST(test_retention_prunes_old_rows)
 	 * open however old. */
 	exec_sql(db, "UPDATE sandboxes SET destroyed_at = NULL, end_reason = NULL WHERE id = 'sb-b'");
 	sqlite3_close(db);
+	/* A century, longer than the epoch is old: nothing goes. */
+	o.retention_ms = 36500 * 86400 * 1000ull;
+	ck_assert_msg(ledger_start(&o, err, sizeof(err)) == 0, "%s", err);
+	ck_assert(drained(2000));
+	sleep_ms(5 * FLUSH_MS);
+	ledger_stop();
+	db = open_db();
+	ck_assert_int_eq(query_int(db, "SELECT count(*) FROM executions"), 3);
+	sqlite3_close(db);
+
 	o.retention_ms = 86400 * 1000ull;
 	ck_assert_msg(ledger_start(&o, err, sizeof(err)) == 0, "%s", err);
 	/* The first prune follows the first commit. */
@@ -839,9 +849,9 @@ START_TEST(test_retention_prunes_old_rows)
 	ck_assert_int_eq(query_int(db, "SELECT count(*) FROM sessions"), 0);
 	ck_assert_int_eq(query_int(db, "SELECT count(*) FROM sandboxes"), 1);
 	ck_assert_int_eq(query_int(db, "SELECT count(*) FROM sandboxes WHERE id = 'sb-b'"), 1);
-	/* This run's row is recent; the fixture's old run went with its sandboxes
-	 * but sb-b still points at it. */
-	ck_assert_int_eq(query_int(db, "SELECT count(*) FROM daemon_runs"), 2);
+	/* The two runs of this test are recent; the fixture's old run stays
+	 * because sb-b still points at it. */
+	ck_assert_int_eq(query_int(db, "SELECT count(*) FROM daemon_runs"), 3);
 	sqlite3_close(db);
 }
 END_TEST
