@@ -14,6 +14,7 @@
 #include "store/report.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -54,6 +55,12 @@ static const char usage_text[] =
 	"                                belongs to a session)\n"
 	"  renew LEASE                   restart a lease's lease_ttl\n"
 	"  end-session NAME              end a session and destroy its sandbox\n"
+	"  code LEASE [OPTIONS] CODE     run CODE (- reads it from stdin) in a persistent\n"
+	"                                interpreter of the leased sandbox; prints its\n"
+	"                                output and the value of its last expression\n"
+	"  cp SRC DST                    copy a file into or out of a leased sandbox: one\n"
+	"                                of SRC and DST is LEASE:PATH (PATH relative to\n"
+	"                                /workspace), the other a local file or -\n"
 	"  report [OPTIONS]              usage and cost from the ledger (docs/LEDGER.md)\n"
 	"\n"
 	"run and exec options:\n"
@@ -66,6 +73,14 @@ static const char usage_text[] =
 	"  -e, --env KEY=VALUE   add to CMD's environment; repeatable\n"
 	"  -C, --cwd DIR         CMD's working directory (default /workspace)\n"
 	"      --stdin           send this program's standard input to CMD\n"
+	"\n"
+	"code options:\n"
+	"  -l, --language LANG   python, javascript or bash: that language's default\n"
+	"                        context (default: the template's language)\n"
+	"  -c, --context ID      a context made with code.context.create instead\n"
+	"      --timeout SECONDS interrupt the cell after this long (default: the\n"
+	"                        template's); one that will not stop restarts its context\n"
+	"  -e, --env KEY=VALUE   set for this cell; repeatable\n"
 	"\n"
 	"report options (it reads the ledger directly; the daemon need not run):\n"
 	"      --db PATH         the ledger; default: the daemon's default ledger_path,\n"
@@ -93,7 +108,9 @@ static const char usage_text[] =
 	"\n"
 	"exit status: run and exec exit with CMD's status, 128+N when CMD was killed\n"
 	"by signal N, 124 when it timed out and 125 when sandpool itself failed;\n"
-	"the other commands with 0, or 1 on failure. Usage errors exit with 2.\n";
+	"code exits with 0, 1 when the cell failed, 124 when it timed out and 125\n"
+	"when sandpool failed; the other commands with 0, or 1 on failure. Usage\n"
+	"errors exit with 2.\n";
 
 struct cli {
 	const char *command;	 /* for messages */
@@ -1041,6 +1058,309 @@ static int cmd_exec(struct cli *cli, int argc, char **argv)
 	return cmd_run_or_exec(cli, argc, argv, false);
 }
 
+/* --- code and cp --------------------------------------------------------------- */
+
+/* The daemon's max_frame, which bounds code from stdin and cp's pieces. */
+static size_t daemon_max_frame(struct sandpool *sp)
+{
+	struct sandpool_hello hello = {0};
+	size_t max = DEFAULT_MAX_FRAME;
+
+	if (sandpool_hello(sp, "sandpool", &hello, NULL) == 0 && hello.max_frame)
+		max = (size_t)hello.max_frame;
+	sandpool_hello_free(&hello);
+	return max;
+}
+
+/* Each result's text as it arrives: display()ed values, then the cell's. */
+static void print_result(void *arg, const msgpack_object *result)
+{
+	const char *text;
+	uint32_t len;
+
+	if (ipc_get_str(result, "text", &text, &len) == 0) {
+		write_all(STDOUT_FILENO, text, len);
+		write_all(STDOUT_FILENO, "\n", 1);
+	}
+}
+
+struct code_job {
+	struct sandpool_code_opts opts;
+	const char **env; /* NULL-terminated, pointing into argv */
+	size_t n_env;
+};
+
+static int parse_code_options(struct cli *cli, struct code_job *job, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		COMMON_LONGOPTS,
+		{"language", required_argument, NULL, 'l'},
+		{"context", required_argument, NULL, 'c'},
+		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"env", required_argument, NULL, 'e'},
+		{NULL, 0, NULL, 0},
+	};
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, COMMON_SHORTOPTS "l:c:e:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			job->opts.language = optarg;
+			break;
+		case 'c':
+			job->opts.context_id = optarg;
+			break;
+		case OPT_TIMEOUT:
+			if (parse_seconds(optarg, &job->opts.timeout_ms) < 0 || job->opts.timeout_ms == 0)
+				return usage_error(cli, "--timeout takes positive seconds, not %s", optarg);
+			break;
+		case 'e':
+			if (!strchr(optarg, '=') || optarg[0] == '=')
+				return usage_error(cli, "-e takes KEY=VALUE, not %s", optarg);
+			job->env[job->n_env++] = optarg;
+			break;
+		default:
+			if ((rc = common_option(cli, c, argv)) != PARSE_ON)
+				return rc;
+		}
+	}
+	return PARSE_ON;
+}
+
+static int report_execution(const struct cli *cli, const struct sandpool_execution *ex)
+{
+	if (cli->json) {
+		json_print(ex->reply->result);
+	} else {
+		/* Streamed already; only what went wrong is left to say. */
+		if (ex->truncated)
+			fprintf(stderr, "sandpool: output past the template's max_output was dropped\n");
+		if (ex->error_traceback && *ex->error_traceback)
+			fprintf(stderr, "%s%s", ex->error_traceback,
+				ex->error_traceback[strlen(ex->error_traceback) - 1] == '\n' ? "" : "\n");
+		else if (ex->error_name)
+			fprintf(stderr, "%s: %s\n", ex->error_name, ex->error_value ? ex->error_value : "");
+		if (ex->restarted)
+			fprintf(stderr, "sandpool: context %s was restarted: its state is lost\n", ex->context_id);
+	}
+	if (ex->limit && !strcmp(ex->limit, "timeout"))
+		return EXIT_TIMED_OUT;
+	return ex->error_name ? EXIT_FAILED : EXIT_SUCCESS;
+}
+
+static int cmd_code(struct cli *cli, int argc, char **argv)
+{
+	struct sandpool_execution ex = {0};
+	struct code_job job = {0};
+	struct sandpool_error err;
+	const char *lease_id = NULL;
+	struct sandpool *sp = NULL;
+	char *input = NULL;
+	size_t input_len;
+	int rc;
+
+	job.env = calloc((size_t)argc + 1, sizeof(*job.env));
+	if (!job.env) {
+		fprintf(stderr, "sandpool: out of memory\n");
+		return EXIT_SANDPOOL;
+	}
+	/* Options on either side of LEASE, as with exec. */
+	optind = 0;
+	rc = parse_code_options(cli, &job, argc, argv);
+	if (rc == PARSE_ON && optind == argc)
+		rc = usage_error(cli, "missing LEASE");
+	if (rc == PARSE_ON) {
+		lease_id = argv[optind];
+		argc -= optind;
+		argv += optind;
+		optind = 0;
+		rc = parse_code_options(cli, &job, argc, argv);
+	}
+	if (rc == PARSE_ON && argc - optind != 1)
+		rc = usage_error(cli, argc == optind ? "missing CODE" : "CODE must be one argument (quote it)");
+	if (rc == PARSE_ON && job.opts.language && job.opts.context_id)
+		rc = usage_error(cli, "-l and -c exclude each other");
+	if (rc != PARSE_ON)
+		goto out;
+	sp = cli_connect(cli);
+	rc = EXIT_SANDPOOL;
+	if (!sp)
+		goto out;
+	job.opts.code = argv[optind];
+	if (!strcmp(job.opts.code, "-")) {
+		size_t max = daemon_max_frame(sp);
+
+		if (read_all(STDIN_FILENO, max, &input, &input_len) < 0 || memchr(input, '\0', input_len)) {
+			fprintf(stderr, "sandpool: code on stdin must be text of less than %zu bytes\n", max);
+			goto out;
+		}
+		input[input_len] = '\0';
+		job.opts.code = input;
+	}
+	job.opts.env = job.n_env ? job.env : NULL;
+	if (!cli->json) {
+		job.opts.on_output = stream_output;
+		job.opts.on_result = print_result;
+	}
+	if (sandpool_code_run(sp, lease_id, &job.opts, &ex, &err) < 0) {
+		report(&err);
+		goto out;
+	}
+	rc = report_execution(cli, &ex);
+	sandpool_execution_free(&ex);
+out:
+	sandpool_close(sp);
+	free(input);
+	free(job.env);
+	return rc;
+}
+
+/* "LEASE:PATH" (a colon before any slash) names a file in a sandbox. */
+static bool split_remote(char *arg, char **lease_id, char **path)
+{
+	char *colon = strchr(arg, ':');
+
+	if (!colon || colon == arg || memchr(arg, '/', (size_t)(colon - arg)))
+		return false;
+	*colon = '\0';
+	*lease_id = arg;
+	*path = colon + 1;
+	return true;
+}
+
+/* Pieces start at the largest a message holds and halve while the template's
+ * max_file_size, which the CLI cannot know beforehand, refuses them. */
+#define CP_MIN_PIECE 1024
+
+static bool cp_shrink(size_t *piece, const struct sandpool_error *err)
+{
+	if (err->code != SANDPOOL_E_LIMIT_EXCEEDED || *piece / 2 < CP_MIN_PIECE)
+		return false;
+	*piece /= 2;
+	return true;
+}
+
+static int cp_in(struct sandpool *sp, const char *src, const char *lease_id, const char *path, size_t piece)
+{
+	int fd = strcmp(src, "-") ? open(src, O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
+	struct sandpool_error err;
+	size_t len = 0, sent = 0;
+	char *buf = malloc(piece);
+	bool first = true, eof = false;
+	int rc = EXIT_SUCCESS;
+
+	if (fd < 0 || !buf) {
+		fprintf(stderr, "sandpool: %s: %s\n", src, strerror(fd < 0 ? errno : ENOMEM));
+		rc = EXIT_FAILED;
+	}
+	/* Each piece is appended to the last: one message each. */
+	while (rc == EXIT_SUCCESS) {
+		size_t n;
+
+		if (sent == len) {
+			ssize_t got;
+
+			sent = len = 0;
+			while (!eof && len < piece) {
+				got = read(fd, buf + len, piece - len);
+				if (got < 0 && errno == EINTR)
+					continue;
+				if (got < 0) {
+					fprintf(stderr, "sandpool: %s: %s\n", src, strerror(errno));
+					rc = EXIT_FAILED;
+				}
+				if (got <= 0)
+					eof = true;
+				else
+					len += (size_t)got;
+			}
+			if (rc != EXIT_SUCCESS || (len == 0 && !first))
+				break;
+		}
+		n = len - sent < piece ? len - sent : piece;
+		if (sandpool_file_write(sp, lease_id, path, buf + sent, n, 0, !first, &err) < 0) {
+			if (cp_shrink(&piece, &err))
+				continue;
+			report(&err);
+			rc = EXIT_FAILED;
+			break;
+		}
+		sent += n;
+		first = false;
+		if (eof && sent == len)
+			break;
+	}
+	if (fd > STDIN_FILENO)
+		close(fd);
+	free(buf);
+	return rc;
+}
+
+static int cp_out(struct sandpool *sp, const char *lease_id, const char *path, const char *dst, size_t piece)
+{
+	int fd = strcmp(dst, "-") ? open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : STDOUT_FILENO;
+	struct sandpool_file_data d = {0};
+	struct sandpool_error err;
+	uint64_t offset = 0;
+	bool done = false;
+	int rc = EXIT_SUCCESS;
+
+	if (fd < 0) {
+		fprintf(stderr, "sandpool: %s: %s\n", dst, strerror(errno));
+		return EXIT_FAILED;
+	}
+	while (!done) {
+		if (sandpool_file_read(sp, lease_id, path, offset, piece, &d, &err) < 0) {
+			if (cp_shrink(&piece, &err))
+				continue;
+			report(&err);
+			rc = EXIT_FAILED;
+			break;
+		}
+		write_all(fd, d.data, d.len);
+		offset += d.len;
+		done = d.eof || d.len == 0;
+		sandpool_file_data_free(&d);
+	}
+	if (fd > STDOUT_FILENO && close(fd) < 0) {
+		fprintf(stderr, "sandpool: %s: %s\n", dst, strerror(errno));
+		rc = EXIT_FAILED;
+	}
+	return rc;
+}
+
+static int cmd_cp(struct cli *cli, int argc, char **argv)
+{
+	static const struct option longopts[] = {COMMON_LONGOPTS, {NULL, 0, NULL, 0}};
+	char *src_lease, *src_path, *dst_lease, *dst_path;
+	struct sandpool *sp;
+	bool src_remote, dst_remote;
+	size_t piece;
+	int c, rc;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, COMMON_SHORTOPTS, longopts, NULL)) != -1)
+		if ((rc = common_option(cli, c, argv)) != PARSE_ON)
+			return rc;
+	if (argc - optind != 2)
+		return usage_error(cli, "takes SRC and DST");
+	src_remote = split_remote(argv[optind], &src_lease, &src_path);
+	dst_remote = split_remote(argv[optind + 1], &dst_lease, &dst_path);
+	if (src_remote == dst_remote)
+		return usage_error(cli, "exactly one of SRC and DST must be LEASE:PATH");
+	sp = cli_connect(cli);
+	if (!sp)
+		return EXIT_FAILED;
+	/* Well inside one message, and within any sane max_file_size. */
+	piece = daemon_max_frame(sp) / 2;
+	if (piece > 1024 * 1024)
+		piece = 1024 * 1024;
+	rc = src_remote ? cp_out(sp, src_lease, src_path, argv[optind + 1], piece)
+			: cp_in(sp, argv[optind], dst_lease, dst_path, piece);
+	sandpool_close(sp);
+	return rc;
+}
+
 /* --- report ------------------------------------------------------------------ */
 
 enum report_format {
@@ -1206,6 +1526,8 @@ static const struct command {
 	{"release", cmd_release},
 	{"renew", cmd_renew},
 	{"end-session", cmd_end_session},
+	{"code", cmd_code},
+	{"cp", cmd_cp},
 	{"report", cmd_report},
 };
 

@@ -249,7 +249,7 @@ static const struct config_key config_keys[] = {
 	{ TEMPLATE("backend", TYPE_ENUM, backend), .def = "local", .choices = backend_names,
 	  .help = "what runs the sandboxes" },
 	{ TEMPLATE("language", TYPE_STRING, language), .def = "shell", .max = 64,
-	  .choices = language_names, .help = "the language this template runs (templates.list)" },
+	  .choices = language_names, .help = "the language this template runs; code.run's default" },
 	{ TEMPLATE("min_warm", TYPE_UINT, min_warm), .def = "2", .max = 1024,
 	  .help = "sandboxes kept ready to lease" },
 	{ TEMPLATE("max_creating", TYPE_UINT, max_creating), .def = "4", .min = 1, .max = 256,
@@ -297,6 +297,10 @@ static const struct config_key config_keys[] = {
 	  .help = "read-write bind mount SOURCE:DEST; repeat the key for more" },
 	{ TEMPLATE("env", TYPE_ENV, env), .count_offset = offsetof(struct template_config, n_env),
 	  .max = CONFIG_MAX_ENV, .help = "KEY=VALUE added to every exec; repeat the key for more" },
+	{ TEMPLATE("preload", TYPE_STRING, preload), .max = CONFIG_MAX_LINE,
+	  .help = "code run in the language's default context before a sandbox is warm; empty: none" },
+	{ TEMPLATE("max_file_size", TYPE_SIZE, max_file_size), .def = "16M", .min = KIB, .max = GIB,
+	  .help = "data in one files.write or files.read (max_frame bounds it as well)" },
 };
 
 #undef DAEMON

@@ -67,6 +67,8 @@ struct template_config {
 	unsigned n_binds;
 	char *env[CONFIG_MAX_ENV]; /* "KEY=VALUE" added to every exec */
 	unsigned n_env;
+	char *preload;		/* code run in the default context before a sandbox is warm; NULL: none */
+	uint64_t max_file_size;	/* bytes of data in one files.write or files.read (max_frame bounds it too) */
 };
 
 struct config {

@@ -21,22 +21,19 @@
 #define MAX_ARGS 4096
 #define MAX_ENV 512
 #define MAX_EXECS_PER_SANDBOX 16
-
-/* The environment every exec starts from; template and request env add
- * to it or override it by key. */
-static const char *const base_env[] = {
-	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-	"HOME=/workspace",
-	"LANG=C.UTF-8",
-	"USER=sandbox",
-	"TMPDIR=/tmp",
-};
+#define MAX_CALLS_PER_SANDBOX 16
+/* A files.* message holds max_file_size bytes of data plus at most this
+ * much of envelope, path and keys, all within max_frame. */
+#define FILE_FRAME_RESERVE (16 * 1024)
+#define PATH_BYTES_MAX 4095
+#define CONTEXT_ID_MAX 64
 
 struct rpc_client {
 	struct ipc_conn *conn;
 	struct lease_list leases; /* attached (not detached) leases */
 	TAILQ_HEAD(, rpc_wait) waits;
 	TAILQ_HEAD(, rpc_exec) execs;
+	TAILQ_HEAD(, rpc_call) calls;
 	unsigned n_leases;
 	char process[17]; /* the peer's /proc/PID/comm, for the ledger */
 };
@@ -150,6 +147,15 @@ static int env_set(char **env, unsigned *n, char *kv)
 	return 0;
 }
 
+#define ENV_ENTRY_RULE "env entries must be non-empty string keys without '=' or NUL, and string values"
+
+static bool env_entry_valid(const msgpack_object *k, const msgpack_object *v)
+{
+	return k->type == MSGPACK_OBJECT_STR && v->type == MSGPACK_OBJECT_STR && k->via.str.size > 0 &&
+	       !memchr(k->via.str.ptr, '=', k->via.str.size) && !memchr(k->via.str.ptr, 0, k->via.str.size) &&
+	       !memchr(v->via.str.ptr, 0, v->via.str.size);
+}
+
 static int build_env(const msgpack_object *params, const struct template_config *t, char ***out,
 		     char *msg, size_t msglen)
 {
@@ -161,8 +167,8 @@ static int build_env(const msgpack_object *params, const struct template_config 
 	if (!env)
 		return -SANDPOOL_E_INTERNAL;
 	*out = env;
-	for (size_t i = 0; i < ARRAY_SIZE(base_env); i++)
-		if (env_set(env, &n, strdup(base_env[i])) < 0)
+	for (size_t i = 0; sandbox_base_env[i]; i++)
+		if (env_set(env, &n, strdup(sandbox_base_env[i])) < 0)
 			return -SANDPOOL_E_INTERNAL;
 	for (unsigned i = 0; i < t->n_env; i++)
 		if (env_set(env, &n, strdup(t->env[i])) < 0)
@@ -176,10 +182,8 @@ static int build_env(const msgpack_object *params, const struct template_config 
 		const msgpack_object *k = &m->via.map.ptr[i].key, *v = &m->via.map.ptr[i].val;
 		char *ks, *vs, *kv;
 
-		if (k->type != MSGPACK_OBJECT_STR || v->type != MSGPACK_OBJECT_STR || k->via.str.size == 0 ||
-		    memchr(k->via.str.ptr, '=', k->via.str.size) || memchr(k->via.str.ptr, 0, k->via.str.size) ||
-		    memchr(v->via.str.ptr, 0, v->via.str.size)) {
-			snprintf(msg, msglen, "env entries must be non-empty string keys without '=' or NUL, and string values");
+		if (!env_entry_valid(k, v)) {
+			snprintf(msg, msglen, ENV_ENTRY_RULE);
 			return -SANDPOOL_E_BAD_REQUEST;
 		}
 		ks = ipc_obj_strdup(k);
@@ -1110,6 +1114,496 @@ static void m_session_end(struct rpc_client *cl, const struct rpc_msg *m)
 	ipc_pack_kv_bool(pk, "ended", true);
 }
 
+/* ---- code and files: requests passed through to the lease's agent ------ */
+
+/* A code.*, files.* request in flight. */
+struct rpc_call {
+	struct sandbox_call call;
+	struct rpc_client *cl; /* NULL once the client has gone */
+	uint32_t msgid;
+	bool code_run;		 /* output and results are gathered or streamed */
+	bool stream;
+	struct evbuffer *out[2]; /* code.run without stream: stdout, stderr */
+	msgpack_sbuffer results; /* code.run without stream: the result maps, packed */
+	uint32_t n_results;
+	TAILQ_ENTRY(rpc_call) link;
+};
+
+static void rpc_call_free(struct rpc_call *rc)
+{
+	if (rc->cl)
+		TAILQ_REMOVE(&rc->cl->calls, rc, link);
+	for (int i = 0; i < 2; i++)
+		if (rc->out[i])
+			evbuffer_free(rc->out[i]);
+	msgpack_sbuffer_destroy(&rc->results);
+	free(rc);
+}
+
+/* A code run's "output" ({stream, data}) or "result" ({result}). */
+static void on_call_notify(struct sandbox_call *c, const char *method, size_t method_len,
+			   const msgpack_object *params)
+{
+	struct rpc_call *rc = (struct rpc_call *)c;
+	bool is_output = method_len == 6 && !memcmp(method, "output", 6);
+	const msgpack_object *result = NULL, *context_id;
+	const char *data = NULL;
+	uint32_t len = 0;
+	uint64_t stream = 0;
+	msgpack_packer *pk, rp;
+
+	if (!rc->cl || !rc->code_run)
+		return;
+	if (is_output ? ipc_get_uint(params, "stream", &stream) < 0 || (stream != 1 && stream != 2) ||
+				ipc_get_bytes(params, "data", &data, &len) < 0
+		      : ipc_get_map(params, "result", &result) < 0)
+		return;
+	if (!rc->stream) {
+		if (is_output) {
+			evbuffer_add(rc->out[stream - 1], data, len);
+		} else {
+			msgpack_packer_init(&rp, &rc->results, msgpack_sbuffer_write);
+			msgpack_pack_object(&rp, *result);
+			rc->n_results++;
+		}
+		return;
+	}
+	pk = ipc_conn_notify(rc->cl->conn, "code.output");
+	msgpack_pack_map(pk, 4);
+	ipc_pack_kv_uint(pk, "request", rc->msgid);
+	context_id = ipc_map_get(params, "context_id");
+	ipc_pack_cstr(pk, "context_id");
+	if (context_id && context_id->type == MSGPACK_OBJECT_STR)
+		msgpack_pack_object(pk, *context_id);
+	else
+		msgpack_pack_nil(pk);
+	ipc_pack_kv_str(pk, "type", !is_output ? "result" : stream == 1 ? "stdout" : "stderr");
+	if (is_output) {
+		ipc_pack_kv_bin(pk, "data", data, len);
+	} else {
+		ipc_pack_cstr(pk, "result");
+		msgpack_pack_object(pk, *result);
+	}
+}
+
+/* code.run's answer: the agent's map (context_id, execution_count, error,
+ * truncated, limit, restarted, duration_us) plus what was gathered. */
+static void pack_execution(msgpack_packer *pk, struct rpc_call *rc, const msgpack_object *result)
+{
+	const msgpack_object_map *m = &result->via.map;
+
+	msgpack_pack_map(pk, m->size + 3);
+	for (uint32_t i = 0; i < m->size; i++) {
+		msgpack_pack_object(pk, m->ptr[i].key);
+		msgpack_pack_object(pk, m->ptr[i].val);
+	}
+	ipc_pack_cstr(pk, "results");
+	msgpack_pack_array(pk, rc->n_results);
+	if (rc->results.size)
+		pk->callback(pk->data, rc->results.data, rc->results.size);
+	pack_output(pk, "stdout", rc->out[0]);
+	pack_output(pk, "stderr", rc->out[1]);
+}
+
+static void on_call_done(struct sandbox_call *c, const msgpack_object *result, int errcode, const char *errmsg)
+{
+	struct rpc_call *rc = (struct rpc_call *)c;
+
+	if (rc->cl && !result) {
+		ipc_conn_reply_error(rc->cl->conn, rc->msgid, (enum sandpool_errcode)errcode, "%s", errmsg);
+	} else if (rc->cl && result->type != MSGPACK_OBJECT_MAP) {
+		ipc_conn_reply_error(rc->cl->conn, rc->msgid, SANDPOOL_E_INTERNAL, "the agent answered a non-map");
+	} else if (rc->cl && rc->code_run) {
+		pack_execution(ipc_conn_reply_ok(rc->cl->conn, rc->msgid), rc, result);
+	} else if (rc->cl) {
+		msgpack_pack_object(ipc_conn_reply_ok(rc->cl->conn, rc->msgid), *result);
+	}
+	rpc_call_free(rc);
+}
+
+/* Sends method with params (a packed map) to sb's agent for the client;
+ * on failure answers the request. id names the call in the agent's
+ * notifications (code.run's params carry it too). */
+static void start_call(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb, const char *method,
+		       const msgpack_sbuffer *params, uint64_t id, bool code_run, bool stream)
+{
+	struct rpc_call *rc;
+	int err;
+
+	if (sb->n_calls >= MAX_CALLS_PER_SANDBOX) {
+		ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_LIMIT_EXCEEDED,
+				     "sandbox %s already runs %d code and file requests", sb->id, MAX_CALLS_PER_SANDBOX);
+		return;
+	}
+	rc = calloc(1, sizeof(*rc));
+	if (rc) {
+		msgpack_sbuffer_init(&rc->results);
+		if (code_run && !stream && (!(rc->out[0] = evbuffer_new()) || !(rc->out[1] = evbuffer_new()))) {
+			rpc_call_free(rc);
+			rc = NULL;
+		}
+	}
+	if (!rc) {
+		ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_INTERNAL, "out of memory");
+		return;
+	}
+	rc->call.id = id;
+	rc->call.on_notify = on_call_notify;
+	rc->call.on_done = on_call_done;
+	rc->msgid = msgid;
+	rc->code_run = code_run;
+	rc->stream = stream;
+	err = sandbox_call_start(sb, &rc->call, method, params->data, params->size);
+	if (err < 0) {
+		rpc_call_free(rc);
+		if (err == -ENOTSUP)
+			ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_BAD_REQUEST,
+					     "template %s's backend does not run %s", sb->tmpl->name, method);
+		else
+			ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_BACKEND_ERROR, "sandbox %s: cannot reach its agent: %s",
+					     sb->id, strerror(-err));
+		return;
+	}
+	rc->cl = cl;
+	TAILQ_INSERT_TAIL(&cl->calls, rc, link);
+}
+
+/* The params map being built for the agent; one per request. */
+struct call_params {
+	msgpack_sbuffer buf;
+	msgpack_packer pk;
+};
+
+static void call_params_init(struct call_params *cp)
+{
+	msgpack_sbuffer_init(&cp->buf);
+	msgpack_packer_init(&cp->pk, &cp->buf, msgpack_sbuffer_write);
+}
+
+/* A str param naming a context: 1 to CONTEXT_ID_MAX bytes. */
+static int get_context_id(const msgpack_object *params, const char **id, uint32_t *len, bool required,
+			  char *msg, size_t msglen)
+{
+	int rc = ipc_get_str(params, "context_id", id, len);
+
+	if (rc == -ENOENT && !required)
+		return -ENOENT;
+	if (rc < 0 || *len == 0 || *len > CONTEXT_ID_MAX) {
+		snprintf(msg, msglen, "context_id must be a string of 1 to %d bytes", CONTEXT_ID_MAX);
+		return -SANDPOOL_E_BAD_REQUEST;
+	}
+	return 0;
+}
+
+/* A path param: absolute (in the sandbox) or relative to /workspace. */
+static int get_path(const msgpack_object *params, const char *dflt, const char **p, uint32_t *len, char *msg,
+		    size_t msglen)
+{
+	int rc = ipc_get_str(params, "path", p, len);
+
+	if (rc == -ENOENT && dflt) {
+		*p = dflt;
+		*len = (uint32_t)strlen(dflt);
+		return 0;
+	}
+	if (rc < 0 || *len == 0 || *len > PATH_BYTES_MAX || memchr(*p, 0, *len)) {
+		snprintf(msg, msglen, "path must be a string of 1 to %d bytes without NUL", PATH_BYTES_MAX);
+		return -SANDPOOL_E_BAD_REQUEST;
+	}
+	return 0;
+}
+
+/* The most data one files.write or files.read moves for template t. */
+static uint64_t file_limit(const struct template_config *t)
+{
+	uint64_t frame = rpc_cfg->max_frame > 2 * FILE_FRAME_RESERVE ? rpc_cfg->max_frame - FILE_FRAME_RESERVE
+								     : rpc_cfg->max_frame / 2;
+
+	return t->max_file_size < frame ? t->max_file_size : frame;
+}
+
+static void pack_template_env(msgpack_packer *pk, const char *key, const struct template_config *t)
+{
+	const char **env = sandbox_template_env(t);
+	uint32_t n = 0;
+
+	while (env && env[n])
+		n++;
+	ipc_pack_cstr(pk, key);
+	msgpack_pack_array(pk, n);
+	for (uint32_t i = 0; i < n; i++)
+		ipc_pack_cstr(pk, env[i]);
+	free(env);
+}
+
+/* The request's env map as the agent's "K=V" array; 0 or -code. */
+static int pack_request_env(msgpack_packer *pk, const msgpack_object *params, char *msg, size_t msglen)
+{
+	const msgpack_object *m = NULL;
+	int rc = ipc_get_map(params, "env", &m);
+
+	if (rc == -EINVAL) {
+		snprintf(msg, msglen, "env must be a map of strings");
+		return -SANDPOOL_E_BAD_REQUEST;
+	}
+	for (uint32_t i = 0; m && i < m->via.map.size; i++) {
+		if (!env_entry_valid(&m->via.map.ptr[i].key, &m->via.map.ptr[i].val)) {
+			snprintf(msg, msglen, ENV_ENTRY_RULE);
+			return -SANDPOOL_E_BAD_REQUEST;
+		}
+	}
+	if (m && m->via.map.size > MAX_ENV) {
+		snprintf(msg, msglen, "more than %d environment variables", MAX_ENV);
+		return -SANDPOOL_E_LIMIT_EXCEEDED;
+	}
+	ipc_pack_cstr(pk, "env");
+	msgpack_pack_array(pk, m ? m->via.map.size : 0);
+	for (uint32_t i = 0; m && i < m->via.map.size; i++) {
+		const msgpack_object_str *k = &m->via.map.ptr[i].key.via.str, *v = &m->via.map.ptr[i].val.via.str;
+
+		msgpack_pack_str(pk, k->size + 1 + v->size);
+		msgpack_pack_str_body(pk, k->ptr, k->size);
+		msgpack_pack_str_body(pk, "=", 1);
+		msgpack_pack_str_body(pk, v->ptr, v->size);
+	}
+	return 0;
+}
+
+/* code.run {lease_id, code, language? | context_id?, env?, timeout_ms?, stream?} */
+static void m_code_run(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	struct lease *l = lookup_lease(cl, m);
+	const struct template_config *t;
+	const char *code, *lang, *ctx_id;
+	uint32_t code_len, lang_len, ctx_len;
+	uint64_t timeout_ms, id = next_exec_id++;
+	struct call_params cp;
+	bool stream = false, has_ctx;
+	char msg[512];
+	int rc = 0;
+
+	if (!l)
+		return;
+	t = l->sb->tmpl;
+	call_params_init(&cp);
+	if (ipc_get_bytes(m->params, "code", &code, &code_len) < 0 || memchr(code, 0, code_len)) {
+		snprintf(msg, sizeof(msg), "code (a string without NUL) is required");
+		rc = -SANDPOOL_E_BAD_REQUEST;
+	}
+	if (rc == 0) {
+		rc = get_context_id(m->params, &ctx_id, &ctx_len, false, msg, sizeof(msg));
+		has_ctx = rc == 0;
+		rc = rc == -ENOENT ? 0 : rc;
+	}
+	if (rc == 0) {
+		int r = ipc_get_str(m->params, "language", &lang, &lang_len);
+
+		if (r == -EINVAL || (r == 0 && has_ctx)) {
+			snprintf(msg, sizeof(msg), "language must be a string, and not given with context_id");
+			rc = -SANDPOOL_E_BAD_REQUEST;
+		} else if (r == -ENOENT) {
+			/* The template's language picks the default context. */
+			lang = t->language;
+			lang_len = (uint32_t)strlen(lang);
+		}
+	}
+	if (rc == 0)
+		rc = get_ms(m->params, "timeout_ms", t->timeout_ms, &timeout_ms, msg, sizeof(msg));
+	if (rc == 0 && timeout_ms == 0) {
+		snprintf(msg, sizeof(msg), "timeout_ms must be positive");
+		rc = -SANDPOOL_E_BAD_REQUEST;
+	}
+	if (rc == 0 && ipc_get_bool(m->params, "stream", &stream) == -EINVAL) {
+		snprintf(msg, sizeof(msg), "stream must be a boolean");
+		rc = -SANDPOOL_E_BAD_REQUEST;
+	}
+	if (rc == 0) {
+		msgpack_pack_map(&cp.pk, 8);
+		ipc_pack_kv_uint(&cp.pk, "id", id);
+		ipc_pack_cstr(&cp.pk, "code");
+		msgpack_pack_str(&cp.pk, code_len);
+		msgpack_pack_str_body(&cp.pk, code, code_len);
+		ipc_pack_cstr(&cp.pk, has_ctx ? "context_id" : "language");
+		ipc_pack_strn(&cp.pk, has_ctx ? ctx_id : lang, has_ctx ? ctx_len : lang_len);
+		rc = pack_request_env(&cp.pk, m->params, msg, sizeof(msg));
+	}
+	if (rc == 0) {
+		ipc_pack_kv_uint(&cp.pk, "timeout_ms", timeout_ms);
+		ipc_pack_kv_uint(&cp.pk, "max_output", t->max_output);
+		/* For the language's default context, should it not exist yet. */
+		pack_template_env(&cp.pk, "context_env", t);
+		ipc_pack_kv_str(&cp.pk, "cwd", "/workspace");
+		start_call(cl, m->msgid, l->sb, "code.run", &cp.buf, id, true, stream);
+	} else {
+		ipc_conn_reply_error(cl->conn, m->msgid, (enum sandpool_errcode)-rc, "%s", msg);
+	}
+	msgpack_sbuffer_destroy(&cp.buf);
+}
+
+/* code.context.create {lease_id, language?, cwd?} */
+static void m_context_create(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	struct lease *l = lookup_lease(cl, m);
+	const char *lang, *cwd = NULL;
+	uint32_t lang_len, cwd_len = 0;
+	struct call_params cp;
+	int rc;
+
+	if (!l)
+		return;
+	rc = ipc_get_str(m->params, "language", &lang, &lang_len);
+	if (rc == -ENOENT) {
+		lang = l->sb->tmpl->language;
+		lang_len = (uint32_t)strlen(lang);
+	}
+	if (rc == -EINVAL) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_BAD_REQUEST, "language must be a string");
+		return;
+	}
+	rc = ipc_get_str(m->params, "cwd", &cwd, &cwd_len);
+	if (rc == -EINVAL || (rc == 0 && (cwd_len == 0 || cwd_len > PATH_BYTES_MAX || cwd[0] != '/' ||
+					  memchr(cwd, 0, cwd_len)))) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_BAD_REQUEST, "cwd must be an absolute path");
+		return;
+	}
+	call_params_init(&cp);
+	msgpack_pack_map(&cp.pk, cwd ? 3 : 2);
+	ipc_pack_cstr(&cp.pk, "language");
+	ipc_pack_strn(&cp.pk, lang, lang_len);
+	if (cwd) {
+		ipc_pack_cstr(&cp.pk, "cwd");
+		ipc_pack_strn(&cp.pk, cwd, cwd_len);
+	}
+	pack_template_env(&cp.pk, "env", l->sb->tmpl);
+	start_call(cl, m->msgid, l->sb, "context.create", &cp.buf, next_exec_id++, false, false);
+	msgpack_sbuffer_destroy(&cp.buf);
+}
+
+/* code.context.list/restart/remove: the lease and, but for list, a context. */
+static void context_call(struct rpc_client *cl, const struct rpc_msg *m, const char *method, bool needs_id)
+{
+	struct lease *l = lookup_lease(cl, m);
+	struct call_params cp;
+	const char *id;
+	uint32_t len;
+	char msg[128];
+
+	if (!l)
+		return;
+	if (needs_id && get_context_id(m->params, &id, &len, true, msg, sizeof(msg)) < 0) {
+		ipc_conn_reply_error(cl->conn, m->msgid, SANDPOOL_E_BAD_REQUEST, "%s", msg);
+		return;
+	}
+	call_params_init(&cp);
+	msgpack_pack_map(&cp.pk, needs_id ? 1 : 0);
+	if (needs_id) {
+		ipc_pack_cstr(&cp.pk, "context_id");
+		ipc_pack_strn(&cp.pk, id, len);
+	}
+	start_call(cl, m->msgid, l->sb, method, &cp.buf, next_exec_id++, false, false);
+	msgpack_sbuffer_destroy(&cp.buf);
+}
+
+static void m_context_list(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	context_call(cl, m, "context.list", false);
+}
+
+static void m_context_restart(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	context_call(cl, m, "context.restart", true);
+}
+
+static void m_context_remove(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	context_call(cl, m, "context.remove", true);
+}
+
+/* files.*: the lease, a path, and what each method adds. */
+static void files_call(struct rpc_client *cl, const struct rpc_msg *m, const char *method)
+{
+	struct lease *l = lookup_lease(cl, m);
+	bool is_write = !strcmp(method, "files.write"), is_read = !strcmp(method, "files.read");
+	const char *path, *data = NULL;
+	uint32_t path_len, data_len = 0;
+	uint64_t limit, mode = 0644, offset = 0, length = 0;
+	bool append = false, has_length = false;
+	struct call_params cp;
+	char msg[512];
+	int rc;
+
+	if (!l)
+		return;
+	limit = file_limit(l->sb->tmpl);
+	rc = get_path(m->params, !strcmp(method, "files.list") ? "/workspace" : NULL, &path, &path_len, msg,
+		      sizeof(msg));
+	if (rc == 0 && is_write && ipc_get_bytes(m->params, "data", &data, &data_len) < 0) {
+		snprintf(msg, sizeof(msg), "data (bin) is required");
+		rc = -SANDPOOL_E_BAD_REQUEST;
+	}
+	if (rc == 0 && is_write && data_len > limit) {
+		snprintf(msg, sizeof(msg), "%u bytes is more than one files.write takes (%" PRIu64 ": max_file_size, max_frame)",
+			 data_len, limit);
+		rc = -SANDPOOL_E_LIMIT_EXCEEDED;
+	}
+	if (rc == 0 && is_write &&
+	    ((ipc_get_uint(m->params, "mode", &mode) == -EINVAL || mode > 07777) ||
+	     ipc_get_bool(m->params, "append", &append) == -EINVAL)) {
+		snprintf(msg, sizeof(msg), "mode must be 0 to 07777, append a boolean");
+		rc = -SANDPOOL_E_BAD_REQUEST;
+	}
+	if (rc == 0 && is_read) {
+		int r = ipc_get_uint(m->params, "length", &length);
+
+		has_length = r == 0;
+		if (r == -EINVAL || ipc_get_uint(m->params, "offset", &offset) == -EINVAL) {
+			snprintf(msg, sizeof(msg), "offset and length must be unsigned integers");
+			rc = -SANDPOOL_E_BAD_REQUEST;
+		}
+	}
+	if (rc < 0) {
+		ipc_conn_reply_error(cl->conn, m->msgid, (enum sandpool_errcode)-rc, "%s", msg);
+		return;
+	}
+	call_params_init(&cp);
+	msgpack_pack_map(&cp.pk, 2 + (is_write ? 3 : 0) + (is_read ? 1 + has_length : 0));
+	ipc_pack_cstr(&cp.pk, "path");
+	ipc_pack_strn(&cp.pk, path, path_len);
+	ipc_pack_kv_uint(&cp.pk, "max_size", limit);
+	if (is_write) {
+		ipc_pack_kv_bin(&cp.pk, "data", data, data_len);
+		ipc_pack_kv_uint(&cp.pk, "mode", mode);
+		ipc_pack_kv_bool(&cp.pk, "append", append);
+	}
+	if (is_read) {
+		ipc_pack_kv_uint(&cp.pk, "offset", offset);
+		if (has_length)
+			ipc_pack_kv_uint(&cp.pk, "length", length);
+	}
+	start_call(cl, m->msgid, l->sb, method, &cp.buf, next_exec_id++, false, false);
+	msgpack_sbuffer_destroy(&cp.buf);
+}
+
+static void m_files_write(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	files_call(cl, m, "files.write");
+}
+
+static void m_files_read(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	files_call(cl, m, "files.read");
+}
+
+static void m_files_list(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	files_call(cl, m, "files.list");
+}
+
+static void m_files_remove(struct rpc_client *cl, const struct rpc_msg *m)
+{
+	files_call(cl, m, "files.remove");
+}
+
 static const struct rpc_method {
 	const char *name;
 	void (*fn)(struct rpc_client *cl, const struct rpc_msg *m);
@@ -1123,6 +1617,15 @@ static const struct rpc_method {
 	{ "session.end", m_session_end },
 	{ "sandbox.exec", m_exec },
 	{ "run", m_run },
+	{ "code.run", m_code_run },
+	{ "code.context.create", m_context_create },
+	{ "code.context.list", m_context_list },
+	{ "code.context.restart", m_context_restart },
+	{ "code.context.remove", m_context_remove },
+	{ "files.write", m_files_write },
+	{ "files.read", m_files_read },
+	{ "files.list", m_files_list },
+	{ "files.remove", m_files_remove },
 };
 
 /* The peer's process name, read once per connection (it names the client
@@ -1157,6 +1660,7 @@ static void on_request(struct ipc_conn *c, const struct rpc_msg *m)
 		TAILQ_INIT(&cl->leases);
 		TAILQ_INIT(&cl->waits);
 		TAILQ_INIT(&cl->execs);
+		TAILQ_INIT(&cl->calls);
 		if (ledger_enabled())
 			read_comm(ipc_conn_pid(c), cl->process, sizeof(cl->process));
 		ipc_conn_set_data(c, cl);
@@ -1176,6 +1680,7 @@ static void on_close(struct ipc_conn *c)
 	struct rpc_client *cl = ipc_conn_get_data(c);
 	struct rpc_wait *rw;
 	struct rpc_exec *re;
+	struct rpc_call *rcall;
 	struct lease *l;
 
 	if (!cl)
@@ -1203,6 +1708,13 @@ static void on_close(struct ipc_conn *c)
 		TAILQ_REMOVE(&cl->execs, re, link);
 		re->cl = NULL;
 		sandbox_exec_cancel(&re->ex);
+	}
+	/* Likewise calls; a code run's cell is interrupted, file operations finish. */
+	while ((rcall = TAILQ_FIRST(&cl->calls))) {
+		TAILQ_REMOVE(&cl->calls, rcall, link);
+		rcall->cl = NULL;
+		if (rcall->code_run)
+			sandbox_call_cancel(&rcall->call);
 	}
 	while ((l = TAILQ_FIRST(&cl->leases)))
 		end_lease(l, "client disconnected", LEDGER_DISCONNECTED, true);

@@ -784,14 +784,9 @@ int sandpool_session_end(struct sandpool *sp, const char *session, struct sandpo
 	return call_one_string(sp, "session.end", "session", session, err);
 }
 
-static int exec_opts_check(const struct sandpool_exec_opts *o, struct sandpool_error *err)
+static int env_check(const char *const *env, struct sandpool_error *err)
 {
-	if (!o || !o->argv == !o->cmd)
-		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST,
-				 "exactly one of argv and cmd must be given");
-	if (o->argv && !o->argv[0])
-		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST, "argv is empty");
-	for (const char *const *e = o->env; e && *e; e++) {
+	for (const char *const *e = env; e && *e; e++) {
 		const char *eq = strchr(*e, '=');
 
 		if (!eq || eq == *e)
@@ -799,6 +794,33 @@ static int exec_opts_check(const struct sandpool_exec_opts *o, struct sandpool_e
 					 "env entry \"%.100s\" is not KEY=VALUE", *e);
 	}
 	return 0;
+}
+
+/* "K=V" strings, which callers have at hand, as the wire's env map. */
+static void pack_env_map(msgpack_packer *pk, const char *const *env)
+{
+	uint32_t n = 0;
+
+	while (env[n])
+		n++;
+	ipc_pack_cstr(pk, "env");
+	msgpack_pack_map(pk, n);
+	for (uint32_t i = 0; i < n; i++) {
+		const char *eq = strchr(env[i], '=');
+
+		ipc_pack_strn(pk, env[i], (size_t)(eq - env[i]));
+		ipc_pack_cstr(pk, eq + 1);
+	}
+}
+
+static int exec_opts_check(const struct sandpool_exec_opts *o, struct sandpool_error *err)
+{
+	if (!o || !o->argv == !o->cmd)
+		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST,
+				 "exactly one of argv and cmd must be given");
+	if (o->argv && !o->argv[0])
+		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST, "argv is empty");
+	return env_check(o->env, err);
 }
 
 static uint32_t exec_param_count(const struct sandpool_exec_opts *o)
@@ -821,19 +843,8 @@ static void pack_exec_params(msgpack_packer *pk, const struct sandpool_exec_opts
 	} else {
 		ipc_pack_kv_str(pk, "cmd", o->cmd);
 	}
-	if (o->env) {
-		/* The wire takes a map; "K=V" is what callers have at hand. */
-		for (n = 0; o->env[n]; n++)
-			;
-		ipc_pack_cstr(pk, "env");
-		msgpack_pack_map(pk, n);
-		for (uint32_t i = 0; i < n; i++) {
-			const char *eq = strchr(o->env[i], '=');
-
-			ipc_pack_strn(pk, o->env[i], (size_t)(eq - o->env[i]));
-			ipc_pack_cstr(pk, eq + 1);
-		}
-	}
+	if (o->env)
+		pack_env_map(pk, o->env);
 	if (o->cwd)
 		ipc_pack_kv_str(pk, "cwd", o->cwd);
 	if (o->stdin_data)
@@ -975,4 +986,311 @@ void sandpool_exec_result_free(struct sandpool_exec_result *result)
 	free(result->sandbox_id);
 	sandpool_reply_free(result->reply);
 	memset(result, 0, sizeof(*result));
+}
+
+/* --- code ------------------------------------------------------------------ */
+
+/* Hands the code.output notifications of one request to its callbacks. */
+struct code_route {
+	uint32_t msgid;
+	const struct sandpool_code_opts *opts;
+};
+
+static void route_code(void *arg, const char *method, const msgpack_object *params)
+{
+	const struct code_route *route = arg;
+	const struct sandpool_code_opts *o = route->opts;
+	const msgpack_object *result;
+	const char *type, *data;
+	uint32_t type_len, len;
+	uint64_t request;
+
+	if (strcmp(method, "code.output") != 0 || ipc_get_uint(params, "request", &request) < 0 ||
+	    request != route->msgid || ipc_get_str(params, "type", &type, &type_len) < 0)
+		return;
+	if (type_len == 6 && (!memcmp(type, "stdout", 6) || !memcmp(type, "stderr", 6))) {
+		if (o->on_output && ipc_get_bytes(params, "data", &data, &len) == 0)
+			o->on_output(o->output_arg, type[3] == 'o' ? SANDPOOL_STDOUT : SANDPOOL_STDERR, data,
+				     len);
+	} else if (type_len == 6 && !memcmp(type, "result", 6)) {
+		if (o->on_result && ipc_get_map(params, "result", &result) == 0)
+			o->on_result(o->output_arg, result);
+	}
+}
+
+static void parse_results(struct result_parser *rp, struct sandpool_execution *out)
+{
+	const msgpack_object_array *a = NULL;
+
+	if (rp->rc || !parser_check(rp, "results", ipc_get_array(rp->map, "results", &a)))
+		return;
+	out->results = calloc(a->size ? a->size : 1, sizeof(*out->results));
+	if (!out->results) {
+		parser_oom(rp);
+		return;
+	}
+	for (uint32_t i = 0; i < a->size && !rp->rc; i++) {
+		struct sandpool_code_result *r = &out->results[out->n_results++];
+		struct result_parser sub;
+		char *text = NULL;
+
+		parser_init(&sub, rp->method, &a->ptr[i]);
+		get_bool(&sub, "is_main_result", &r->is_main_result);
+		get_strdup(&sub, "text", &text);
+		r->text = text;
+		r->map = &a->ptr[i];
+		if (sub.rc) {
+			rp->rc = sub.rc;
+			rp->bad_key = "results";
+		}
+		if (r->is_main_result && r->text)
+			out->text = r->text;
+	}
+}
+
+int sandpool_code_run(struct sandpool *sp, const char *lease_id, const struct sandpool_code_opts *opts,
+		      struct sandpool_execution *out, struct sandpool_error *err)
+{
+	struct code_route route = {.opts = opts};
+	const msgpack_object *error = NULL;
+	bool stream = opts && (opts->on_output || opts->on_result);
+	struct sandpool_reply *reply;
+	struct result_parser rp;
+	msgpack_sbuffer buf;
+	msgpack_packer pk;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!lease_id || !opts || !opts->code)
+		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST, "no lease or no code given");
+	if (opts->language && opts->context_id)
+		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST,
+				 "give a language or a context, not both");
+	rc = env_check(opts->env, err);
+	if (rc < 0)
+		return rc;
+	msgpack_sbuffer_init(&buf);
+	msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2 + !!opts->language + !!opts->context_id + !!opts->env +
+				      !!opts->timeout_ms + stream);
+	ipc_pack_kv_str(&pk, "lease_id", lease_id);
+	ipc_pack_kv_str(&pk, "code", opts->code);
+	if (opts->language)
+		ipc_pack_kv_str(&pk, "language", opts->language);
+	if (opts->context_id)
+		ipc_pack_kv_str(&pk, "context_id", opts->context_id);
+	if (opts->env)
+		pack_env_map(&pk, opts->env);
+	if (opts->timeout_ms)
+		ipc_pack_kv_uint(&pk, "timeout_ms", opts->timeout_ms);
+	if (stream)
+		ipc_pack_kv_bool(&pk, "stream", true);
+	rc = sandpool_send(sp, "code.run", buf.data, buf.size, &route.msgid, err);
+	msgpack_sbuffer_destroy(&buf);
+	if (rc == 0)
+		rc = sandpool_wait(sp, route.msgid, stream ? route_code : NULL, &route, &reply, err);
+	if (rc < 0)
+		return rc;
+
+	out->reply = reply;
+	parser_init(&rp, "code.run", reply->result);
+	get_uint(&rp, "execution_count", &out->execution_count);
+	get_strdup(&rp, "context_id", &out->context_id);
+	get_bool(&rp, "truncated", &out->truncated);
+	get_strdup(&rp, "limit", &out->limit);
+	get_bool(&rp, "restarted", &out->restarted);
+	get_uint(&rp, "duration_us", &out->duration_us);
+	get_bytes(&rp, "stdout", &out->stdout_buf, &out->stdout_len);
+	get_bytes(&rp, "stderr", &out->stderr_buf, &out->stderr_len);
+	parse_results(&rp, out);
+	if (!rp.rc && parser_check(&rp, "error", ipc_get_map(reply->result, "error", &error))) {
+		rp.map = error;
+		get_strdup(&rp, "name", &out->error_name);
+		get_required(&rp, "error.name", out->error_name);
+		get_strdup(&rp, "value", &out->error_value);
+		get_strdup(&rp, "traceback", &out->error_traceback);
+	}
+	if (rp.rc) {
+		sandpool_execution_free(out);
+		return parser_error(&rp, err);
+	}
+	return 0;
+}
+
+void sandpool_execution_free(struct sandpool_execution *execution)
+{
+	for (size_t i = 0; i < execution->n_results; i++)
+		free((char *)execution->results[i].text);
+	free(execution->results);
+	free(execution->stdout_buf);
+	free(execution->stderr_buf);
+	free(execution->error_name);
+	free(execution->error_value);
+	free(execution->error_traceback);
+	free(execution->context_id);
+	free(execution->limit);
+	sandpool_reply_free(execution->reply);
+	memset(execution, 0, sizeof(*execution));
+}
+
+int sandpool_context_create(struct sandpool *sp, const char *lease_id, const char *language,
+			    const char *cwd, struct sandpool_context *out, struct sandpool_error *err)
+{
+	struct sandpool_reply *reply;
+	struct result_parser rp;
+	msgpack_sbuffer buf;
+	msgpack_packer pk;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!lease_id)
+		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST, "no lease given");
+	msgpack_sbuffer_init(&buf);
+	msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 1 + !!language + !!cwd);
+	ipc_pack_kv_str(&pk, "lease_id", lease_id);
+	if (language)
+		ipc_pack_kv_str(&pk, "language", language);
+	if (cwd)
+		ipc_pack_kv_str(&pk, "cwd", cwd);
+	rc = call_packed(sp, "code.context.create", &buf, NULL, NULL, &reply, err);
+	msgpack_sbuffer_destroy(&buf);
+	if (rc < 0)
+		return rc;
+	out->reply = reply;
+	parser_init(&rp, "code.context.create", reply->result);
+	get_strdup(&rp, "context_id", &out->context_id);
+	get_required(&rp, "context_id", out->context_id);
+	get_strdup(&rp, "language", &out->language);
+	get_strdup(&rp, "cwd", &out->cwd);
+	if (rp.rc) {
+		sandpool_context_free(out);
+		return parser_error(&rp, err);
+	}
+	return 0;
+}
+
+void sandpool_context_free(struct sandpool_context *context)
+{
+	free(context->context_id);
+	free(context->language);
+	free(context->cwd);
+	sandpool_reply_free(context->reply);
+	memset(context, 0, sizeof(*context));
+}
+
+/* A call on a lease naming one more thing; the result is ignored. */
+static int call_on_lease(struct sandpool *sp, const char *method, const char *lease_id, const char *key,
+			 const char *val, struct sandpool_error *err)
+{
+	struct sandpool_reply *reply;
+	msgpack_sbuffer buf;
+	msgpack_packer pk;
+	int rc;
+
+	if (!lease_id || !val)
+		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST, "no lease or no %s given", key);
+	msgpack_sbuffer_init(&buf);
+	msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2);
+	ipc_pack_kv_str(&pk, "lease_id", lease_id);
+	ipc_pack_kv_str(&pk, key, val);
+	rc = call_packed(sp, method, &buf, NULL, NULL, &reply, err);
+	msgpack_sbuffer_destroy(&buf);
+	if (rc == 0)
+		sandpool_reply_free(reply);
+	return rc;
+}
+
+int sandpool_context_restart(struct sandpool *sp, const char *lease_id, const char *context_id,
+			     struct sandpool_error *err)
+{
+	return call_on_lease(sp, "code.context.restart", lease_id, "context_id", context_id, err);
+}
+
+int sandpool_context_remove(struct sandpool *sp, const char *lease_id, const char *context_id,
+			    struct sandpool_error *err)
+{
+	return call_on_lease(sp, "code.context.remove", lease_id, "context_id", context_id, err);
+}
+
+/* --- files ----------------------------------------------------------------- */
+
+int sandpool_file_write(struct sandpool *sp, const char *lease_id, const char *path, const void *data,
+			size_t len, unsigned mode, bool append, struct sandpool_error *err)
+{
+	struct sandpool_reply *reply;
+	msgpack_sbuffer buf;
+	msgpack_packer pk;
+	int rc;
+
+	if (!lease_id || !path || (!data && len))
+		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST, "no lease, path or data given");
+	if (len > UINT32_MAX)
+		return set_error(err, -EMSGSIZE, SANDPOOL_E_BAD_REQUEST, "more data than one message holds");
+	msgpack_sbuffer_init(&buf);
+	msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 3 + !!mode + append);
+	ipc_pack_kv_str(&pk, "lease_id", lease_id);
+	ipc_pack_kv_str(&pk, "path", path);
+	ipc_pack_kv_bin(&pk, "data", len ? data : "", len);
+	if (mode)
+		ipc_pack_kv_uint(&pk, "mode", mode);
+	if (append)
+		ipc_pack_kv_bool(&pk, "append", true);
+	rc = call_packed(sp, "files.write", &buf, NULL, NULL, &reply, err);
+	msgpack_sbuffer_destroy(&buf);
+	if (rc == 0)
+		sandpool_reply_free(reply);
+	return rc;
+}
+
+int sandpool_file_read(struct sandpool *sp, const char *lease_id, const char *path, uint64_t offset,
+		       uint64_t length, struct sandpool_file_data *out, struct sandpool_error *err)
+{
+	struct sandpool_reply *reply;
+	struct result_parser rp;
+	msgpack_sbuffer buf;
+	msgpack_packer pk;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!lease_id || !path)
+		return set_error(err, -EINVAL, SANDPOOL_E_BAD_REQUEST, "no lease or path given");
+	msgpack_sbuffer_init(&buf);
+	msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 3 + !!length);
+	ipc_pack_kv_str(&pk, "lease_id", lease_id);
+	ipc_pack_kv_str(&pk, "path", path);
+	ipc_pack_kv_uint(&pk, "offset", offset);
+	if (length)
+		ipc_pack_kv_uint(&pk, "length", length);
+	rc = call_packed(sp, "files.read", &buf, NULL, NULL, &reply, err);
+	msgpack_sbuffer_destroy(&buf);
+	if (rc < 0)
+		return rc;
+	out->reply = reply;
+	parser_init(&rp, "files.read", reply->result);
+	get_required(&rp, "data", ipc_map_get(reply->result, "data"));
+	get_bytes(&rp, "data", &out->data, &out->len);
+	get_uint(&rp, "size", &out->size);
+	get_bool(&rp, "eof", &out->eof);
+	if (rp.rc) {
+		sandpool_file_data_free(out);
+		return parser_error(&rp, err);
+	}
+	return 0;
+}
+
+void sandpool_file_data_free(struct sandpool_file_data *data)
+{
+	free(data->data);
+	sandpool_reply_free(data->reply);
+	memset(data, 0, sizeof(*data));
+}
+
+int sandpool_file_remove(struct sandpool *sp, const char *lease_id, const char *path,
+			 struct sandpool_error *err)
+{
+	return call_on_lease(sp, "files.remove", lease_id, "path", path, err);
 }

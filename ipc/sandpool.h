@@ -233,6 +233,103 @@ int sandpool_run(struct sandpool *sp, const char *template_name, uint32_t wait_m
 		 struct sandpool_error *err) __attribute__((warn_unused_result));
 void sandpool_exec_result_free(struct sandpool_exec_result *result);
 
+/* --- code: cells in persistent interpreter contexts ------------------------ */
+
+/* A result as it is streamed; result is its map (is_main_result, text,
+ * html, png, json, ...), valid during the call only. */
+typedef void (*sandpool_result_fn)(void *arg, const msgpack_object *result);
+
+struct sandpool_code_opts {
+	const char *code;
+	const char *language;	/* NULL: the template's; names the language's default context */
+	const char *context_id; /* or a context from sandpool_context_create(): not both */
+	const char *const *env; /* NULL-terminated "KEY=VALUE" for this cell only */
+	uint32_t timeout_ms;	/* 0: the template's timeout */
+	/* Either non-NULL streams the cell's output and results to the two
+	 * callbacks (a NULL one drops its kind) instead of into the result. */
+	sandpool_output_fn on_output;
+	sandpool_result_fn on_result;
+	void *output_arg;
+};
+
+/* One of an execution's results. */
+struct sandpool_code_result {
+	bool is_main_result; /* the value of the cell's last expression */
+	const char *text;    /* its repr(), or NULL */
+	const msgpack_object *map; /* every format it came with */
+};
+
+struct sandpool_execution {
+	struct sandpool_code_result *results;
+	size_t n_results;
+	const char *text; /* the main result's text, or NULL */
+	/* NUL-terminated for convenience; empty when streamed. */
+	char *stdout_buf;
+	size_t stdout_len;
+	char *stderr_buf;
+	size_t stderr_len;
+	/* The cell failed: an exception, a timeout ("TimeoutError"), a bash
+	 * exit status ("ExitStatus"), or its context died ("ContextDied"). */
+	char *error_name;
+	char *error_value;
+	char *error_traceback;
+	uint64_t execution_count;
+	char *context_id;
+	bool truncated; /* output and results past the template's max_output were dropped */
+	char *limit;	/* NULL, or "timeout" */
+	bool restarted; /* the context had to be restarted: its state is lost */
+	uint64_t duration_us;
+	struct sandpool_reply *reply;
+};
+int sandpool_code_run(struct sandpool *sp, const char *lease_id, const struct sandpool_code_opts *opts,
+		      struct sandpool_execution *out, struct sandpool_error *err)
+	__attribute__((warn_unused_result));
+void sandpool_execution_free(struct sandpool_execution *execution);
+
+struct sandpool_context {
+	char *context_id;
+	char *language;
+	char *cwd;
+	struct sandpool_reply *reply;
+};
+/* language NULL: the template's; cwd NULL: /workspace. */
+int sandpool_context_create(struct sandpool *sp, const char *lease_id, const char *language,
+			    const char *cwd, struct sandpool_context *out, struct sandpool_error *err)
+	__attribute__((warn_unused_result));
+void sandpool_context_free(struct sandpool_context *context);
+/* A fresh process for the context: its state is lost. */
+int sandpool_context_restart(struct sandpool *sp, const char *lease_id, const char *context_id,
+			     struct sandpool_error *err) __attribute__((warn_unused_result));
+int sandpool_context_remove(struct sandpool *sp, const char *lease_id, const char *context_id,
+			    struct sandpool_error *err) __attribute__((warn_unused_result));
+
+/* --- files in a leased sandbox --------------------------------------------- *
+ * Paths are absolute in the sandbox or relative to /workspace (and cannot
+ * leave it). One call moves at most the template's max_file_size (and less
+ * than the daemon's max_frame). code.context.list and files.list have no
+ * typed call: use sandpool_call(). */
+
+/* mode 0: 0644 for a new file; append adds to the file instead of replacing it. */
+int sandpool_file_write(struct sandpool *sp, const char *lease_id, const char *path, const void *data,
+			size_t len, unsigned mode, bool append, struct sandpool_error *err)
+	__attribute__((warn_unused_result));
+
+struct sandpool_file_data {
+	char *data; /* NUL-terminated for convenience */
+	size_t len;
+	uint64_t size; /* the whole file's */
+	bool eof;      /* the read reached the end of the file */
+	struct sandpool_reply *reply;
+};
+/* length 0 reads to the end of the file. */
+int sandpool_file_read(struct sandpool *sp, const char *lease_id, const char *path, uint64_t offset,
+		       uint64_t length, struct sandpool_file_data *out, struct sandpool_error *err)
+	__attribute__((warn_unused_result));
+void sandpool_file_data_free(struct sandpool_file_data *data);
+/* Removes a file, or a directory with everything in it. */
+int sandpool_file_remove(struct sandpool *sp, const char *lease_id, const char *path,
+			 struct sandpool_error *err) __attribute__((warn_unused_result));
+
 #ifdef __cplusplus
 }
 #endif

@@ -37,6 +37,7 @@ struct local_sandbox {
 	struct cgroup_events seen; /* limit events already blamed on an exec */
 	struct event *health_timer;
 	uint32_t ping_outstanding; /* msgid of an unanswered ping, 0 when none */
+	uint32_t preload_tag; /* msgid of the template's preload, 0 when none runs */
 };
 
 static struct event_base *local_base;
@@ -102,6 +103,49 @@ static struct sandbox_exec *find_exec(struct sandbox *sb, uint64_t id)
 	return NULL;
 }
 
+static struct sandbox_call *find_call(struct sandbox *sb, uint64_t id)
+{
+	struct sandbox_call *c;
+
+	TAILQ_FOREACH(c, &sb->calls, sb_link)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+/* An agent notification naming a call by id ("output", "result"). */
+static void on_call_notify(struct local_sandbox *ls, const struct rpc_msg *m)
+{
+	struct sandbox_call *c;
+	uint64_t id;
+
+	if (ipc_get_uint(m->params, "id", &id) == 0 && (c = find_call(ls->sb, id)))
+		c->on_notify(c, m->method, m->method_len, m->params);
+}
+
+/* The agent's error map as a code and a message. */
+static enum sandpool_errcode agent_error(const msgpack_object *error, char *msg, size_t len)
+{
+	const char *c = "backend_error", *s;
+	uint32_t clen = (uint32_t)strlen(c), slen;
+
+	snprintf(msg, len, "agent error");
+	if (ipc_get_str(error, "message", &s, &slen) == 0)
+		snprintf(msg, len, "%.*s", (int)slen, s);
+	ipc_get_str(error, "code", &c, &clen);
+	return sandpool_errcode_from_name(c, clen);
+}
+
+static void on_call_response(struct sandbox_call *c, const struct rpc_msg *m)
+{
+	char msg[512];
+
+	if (m->error)
+		sandbox_call_finish(c, NULL, agent_error(m->error, msg, sizeof(msg)), msg);
+	else
+		sandbox_call_finish(c, m->result, 0, NULL);
+}
+
 static void on_output(struct local_sandbox *ls, const struct rpc_msg *m)
 {
 	struct sandbox_exec *ex;
@@ -115,10 +159,15 @@ static void on_output(struct local_sandbox *ls, const struct rpc_msg *m)
 	ex = find_exec(ls->sb, id);
 	if (ex && ex->on_output)
 		ex->on_output(ex, (int)stream, data, len);
+	else if (!ex)
+		on_call_notify(ls, m);
 }
+
+static void on_preload_done(struct local_sandbox *ls, const struct rpc_msg *m);
 
 static void on_response(struct local_sandbox *ls, const struct rpc_msg *m)
 {
+	struct sandbox_call *call;
 	struct sandbox_exec *ex;
 	struct exec_result res = { 0 };
 	const msgpack_object *r = m->result;
@@ -131,20 +180,25 @@ static void on_response(struct local_sandbox *ls, const struct rpc_msg *m)
 		ls->ping_outstanding = 0;
 		return;
 	}
+	if (m->msgid == ls->preload_tag) {
+		on_preload_done(ls, m);
+		return;
+	}
+	TAILQ_FOREACH(call, &ls->sb->calls, sb_link) {
+		if (call->backend_tag == m->msgid) {
+			on_call_response(call, m);
+			return;
+		}
+	}
 	TAILQ_FOREACH(ex, &ls->sb->execs, sb_link)
 		if (ex->backend_tag == m->msgid)
 			break;
 	if (!ex)
 		return; /* a kill answer */
 	if (m->error) {
-		char msg[512] = "agent error";
-		const char *c = "backend_error";
-		uint32_t clen = (uint32_t)strlen(c);
+		char msg[512];
 
-		if (ipc_get_str(m->error, "message", &s, &len) == 0)
-			snprintf(msg, sizeof(msg), "%.*s", (int)len, s);
-		ipc_get_str(m->error, "code", &c, &clen);
-		sandbox_exec_finish(ex, NULL, sandpool_errcode_from_name(c, clen), msg);
+		sandbox_exec_finish(ex, NULL, agent_error(m->error, msg, sizeof(msg)), msg);
 		return;
 	}
 	if (ipc_get_int(r, "exit_code", &code) == 0) {
@@ -184,22 +238,81 @@ static void on_health(evutil_socket_t fd, short what, void *arg)
 	msgpack_pack_map(&pk, 0);
 }
 
+/* The agent is up (and the template's preload done): the sandbox is warm. */
+static void ls_ready(struct local_sandbox *ls)
+{
+	ls->ready = true;
+	event_del(ls->create_timer);
+	ls->health_timer = event_new(local_base, -1, EV_PERSIST, on_health, ls);
+	if (ls->health_timer) {
+		struct timeval tv = ms_timeval(local_cfg->health_interval_ms);
+
+		event_add(ls->health_timer, &tv);
+	}
+	sandbox_backend_ready(ls->sb);
+}
+
+/*
+ * The template's preload runs in its language's default context before
+ * the sandbox counts as ready: the interpreter is up and the preload's
+ * imports done when the first code.run arrives. Its failure is the
+ * sandbox's (and, repeated, degrades the template).
+ */
+static void start_preload(struct local_sandbox *ls)
+{
+	const struct template_config *t = ls->sb->tmpl;
+	const char **env = sandbox_template_env(t);
+	unsigned n = 0;
+	msgpack_packer pk;
+
+	if (!env) {
+		ls_broken(ls, "out of memory starting the preload");
+		return;
+	}
+	while (env[n])
+		n++;
+	ls->preload_tag = ls->next_msgid++;
+	msgpack_packer_init(&pk, bufferevent_get_output(ls->ctrl), ipc_evbuffer_write);
+	ipc_pack_request_head(&pk, ls->preload_tag, "context.create");
+	msgpack_pack_map(&pk, 6);
+	ipc_pack_kv_str(&pk, "language", t->language);
+	ipc_pack_kv_str(&pk, "cwd", "/workspace");
+	ipc_pack_cstr(&pk, "env");
+	msgpack_pack_array(&pk, n);
+	for (unsigned i = 0; i < n; i++)
+		ipc_pack_cstr(&pk, env[i]);
+	ipc_pack_kv_str(&pk, "preload", t->preload);
+	ipc_pack_kv_uint(&pk, "preload_timeout_ms", t->timeout_ms);
+	ipc_pack_kv_bool(&pk, "default", true);
+	free(env);
+}
+
+static void on_preload_done(struct local_sandbox *ls, const struct rpc_msg *m)
+{
+	char msg[512];
+
+	ls->preload_tag = 0;
+	if (m->error) {
+		agent_error(m->error, msg, sizeof(msg));
+		ls_broken(ls, msg);
+		return;
+	}
+	ls_ready(ls);
+}
+
 static void on_notify(struct local_sandbox *ls, const struct rpc_msg *m)
 {
 	if (ipc_method_is(m, "output")) {
 		on_output(ls, m);
+	} else if (ipc_method_is(m, "result")) {
+		on_call_notify(ls, m);
 	} else if (ipc_method_is(m, "ready")) {
-		if (ls->ready)
+		if (ls->ready || ls->preload_tag)
 			return;
-		ls->ready = true;
-		event_del(ls->create_timer);
-		ls->health_timer = event_new(local_base, -1, EV_PERSIST, on_health, ls);
-		if (ls->health_timer) {
-			struct timeval tv = ms_timeval(local_cfg->health_interval_ms);
-
-			event_add(ls->health_timer, &tv);
-		}
-		sandbox_backend_ready(ls->sb);
+		if (ls->sb->tmpl->preload && *ls->sb->tmpl->preload)
+			start_preload(ls);
+		else
+			ls_ready(ls);
 	} else if (ipc_method_is(m, "failed")) {
 		char why[600] = "set-up failed";
 		const char *s;
@@ -288,7 +401,7 @@ static void on_create_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct local_sandbox *ls = arg;
 
-	ls_broken(ls, "timed out waiting for the agent");
+	ls_broken(ls, ls->preload_tag ? "timed out running the template's preload" : "timed out waiting for the agent");
 }
 
 static void on_spawned(void *arg, int err, const char *errmsg, pid_t pid, int ctrl_fd, int pidfd)
@@ -404,9 +517,9 @@ static int local_exec(struct sandbox *sb, struct sandbox_exec *ex, const struct 
 	return pack_exec(&pk, ex->backend_tag, ex, req);
 }
 
-static void local_exec_cancel(struct sandbox *sb, struct sandbox_exec *ex)
+/* The agent's kill: an exec's process group dies, a code run is interrupted. */
+static void send_kill(struct local_sandbox *ls, uint64_t id)
 {
-	struct local_sandbox *ls = ls_of(sb);
 	msgpack_packer pk;
 
 	if (!ls->ctrl)
@@ -414,7 +527,33 @@ static void local_exec_cancel(struct sandbox *sb, struct sandbox_exec *ex)
 	msgpack_packer_init(&pk, bufferevent_get_output(ls->ctrl), ipc_evbuffer_write);
 	ipc_pack_request_head(&pk, ls->next_msgid++, "kill");
 	msgpack_pack_map(&pk, 1);
-	ipc_pack_kv_uint(&pk, "id", ex->id);
+	ipc_pack_kv_uint(&pk, "id", id);
+}
+
+static void local_exec_cancel(struct sandbox *sb, struct sandbox_exec *ex)
+{
+	send_kill(ls_of(sb), ex->id);
+}
+
+static int local_call(struct sandbox *sb, struct sandbox_call *c, const char *method, const void *params,
+		      size_t len)
+{
+	struct local_sandbox *ls = ls_of(sb);
+	struct evbuffer *out;
+	msgpack_packer pk;
+
+	if (!ls->ctrl || !ls->ready)
+		return -EPIPE;
+	out = bufferevent_get_output(ls->ctrl);
+	msgpack_packer_init(&pk, out, ipc_evbuffer_write);
+	c->backend_tag = ls->next_msgid++;
+	ipc_pack_request_head(&pk, c->backend_tag, method);
+	return evbuffer_add(out, params, len) < 0 ? -ENOMEM : 0;
+}
+
+static void local_call_cancel(struct sandbox *sb, struct sandbox_call *c)
+{
+	send_kill(ls_of(sb), c->id);
 }
 
 static void local_destroy(struct sandbox *sb)
@@ -465,4 +604,6 @@ const struct sandbox_backend local_backend = {
 	.exec_cancel = local_exec_cancel,
 	.destroy = local_destroy,
 	.release = local_release,
+	.call = local_call,
+	.call_cancel = local_call_cancel,
 };

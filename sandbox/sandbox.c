@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
 
 #include "ipc/sandpool.h"
@@ -64,6 +65,7 @@ struct sandbox *sandbox_new(struct pool *pool, const struct template_config *tmp
 	sb->tmpl = tmpl;
 	sb->backend = backend;
 	TAILQ_INIT(&sb->execs);
+	TAILQ_INIT(&sb->calls);
 	sb->created_us = monotonic_us();
 	return sb;
 }
@@ -114,7 +116,85 @@ void sandbox_exec_finish(struct sandbox_exec *ex, const struct exec_result *res,
 void sandbox_execs_abort(struct sandbox *sb, int errcode, const char *msg)
 {
 	struct sandbox_exec *ex;
+	struct sandbox_call *c;
 
 	while ((ex = TAILQ_FIRST(&sb->execs)))
 		sandbox_exec_finish(ex, NULL, errcode, msg);
+	while ((c = TAILQ_FIRST(&sb->calls)))
+		sandbox_call_finish(c, NULL, errcode, msg);
+}
+
+int sandbox_call_start(struct sandbox *sb, struct sandbox_call *c, const char *method, const void *params,
+		       size_t len)
+{
+	int rc;
+
+	if (sb->state != SANDBOX_LEASED)
+		return -ESRCH;
+	if (!sb->backend->call)
+		return -ENOTSUP;
+	rc = sb->backend->call(sb, c, method, params, len);
+	if (rc < 0)
+		return rc;
+	c->sb = sb;
+	TAILQ_INSERT_TAIL(&sb->calls, c, sb_link);
+	sb->n_calls++;
+	return 0;
+}
+
+void sandbox_call_cancel(struct sandbox_call *c)
+{
+	if (c->sb && c->sb->backend->call_cancel)
+		c->sb->backend->call_cancel(c->sb, c);
+}
+
+void sandbox_call_finish(struct sandbox_call *c, const struct msgpack_object *result, int errcode,
+			 const char *errmsg)
+{
+	struct sandbox *sb = c->sb;
+
+	if (sb) {
+		TAILQ_REMOVE(&sb->calls, c, sb_link);
+		sb->n_calls--;
+		c->sb = NULL;
+	}
+	c->on_done(c, result, errcode, errmsg);
+}
+
+const char *const sandbox_base_env[] = {
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/workspace",
+	"LANG=C.UTF-8",
+	"USER=sandbox",
+	"TMPDIR=/tmp",
+	NULL,
+};
+
+static size_t env_key_len(const char *kv)
+{
+	return strcspn(kv, "=");
+}
+
+const char **sandbox_template_env(const struct template_config *t)
+{
+	size_t n_base = 0, n = 0;
+	const char **env;
+
+	while (sandbox_base_env[n_base])
+		n_base++;
+	env = calloc(n_base + t->n_env + 1, sizeof(*env));
+	if (!env)
+		return NULL;
+	for (size_t i = 0; i < n_base; i++) {
+		size_t kl = env_key_len(sandbox_base_env[i]);
+		bool replaced = false;
+
+		for (unsigned j = 0; j < t->n_env && !replaced; j++)
+			replaced = env_key_len(t->env[j]) == kl && !memcmp(t->env[j], sandbox_base_env[i], kl);
+		if (!replaced)
+			env[n++] = sandbox_base_env[i];
+	}
+	for (unsigned j = 0; j < t->n_env; j++)
+		env[n++] = t->env[j];
+	return env;
 }

@@ -22,6 +22,7 @@ struct pool;
 struct sandbox;
 struct lease;
 struct session;
+struct msgpack_object;
 
 enum sandbox_state {
 	SANDBOX_CREATING,   /* pool->creating: the backend is building it */
@@ -82,6 +83,25 @@ struct exec_request {
 	uint64_t max_output;
 };
 
+/*
+ * A request passed through to the sandbox's agent as is (code.*,
+ * files.*, docs/AGENT.md): the caller packs the agent's params map; the
+ * backend hands over the agent's notifications for it ("output",
+ * "result") and then calls on_done exactly once, with the agent's result
+ * or an error. Owned by the caller, linked on the sandbox while running.
+ */
+struct sandbox_call {
+	uint64_t id;	      /* names it in the agent's notifications */
+	uint32_t backend_tag; /* the backend's handle for it (local: agent msgid) */
+	void (*on_notify)(struct sandbox_call *c, const char *method, size_t method_len,
+			  const struct msgpack_object *params);
+	void (*on_done)(struct sandbox_call *c, const struct msgpack_object *result, int errcode,
+			const char *errmsg);
+	struct sandbox *sb; /* set while running */
+	TAILQ_ENTRY(sandbox_call) sb_link;
+};
+TAILQ_HEAD(sandbox_call_list, sandbox_call);
+
 struct sandbox_backend {
 	const char *name;
 	/* Starts building sb; later calls sandbox_backend_ready() or _failed(). */
@@ -93,6 +113,12 @@ struct sandbox_backend {
 	void (*destroy)(struct sandbox *sb);
 	/* Frees backend state once gone. */
 	void (*release)(struct sandbox *sb);
+	/* Sends method with params (one packed msgpack map) to the agent; NULL
+	 * when the backend has no agent. */
+	int (*call)(struct sandbox *sb, struct sandbox_call *c, const char *method, const void *params,
+		    size_t len);
+	/* Asks the agent to stop c early (a code run is interrupted); on_done still follows. */
+	void (*call_cancel)(struct sandbox *sb, struct sandbox_call *c);
 };
 
 struct sandbox {
@@ -106,6 +132,8 @@ struct sandbox {
 	struct session *session; /* the session it is bound to, if any */
 	struct sandbox_exec_list execs;
 	unsigned n_execs;
+	struct sandbox_call_list calls;
+	unsigned n_calls;
 	uint64_t created_us; /* monotonic */
 	uint64_t ready_us;
 	TAILQ_ENTRY(sandbox) pool_link; /* on the list of its state */
@@ -127,8 +155,24 @@ void sandbox_free(struct sandbox *sb);
 int sandbox_exec_start(struct sandbox *sb, struct sandbox_exec *ex, const struct exec_request *req)
 	__attribute__((warn_unused_result));
 void sandbox_exec_cancel(struct sandbox_exec *ex);
-/* Fails every exec still running with errcode/msg (the sandbox is going away). */
+/* Fails every exec and call still running with errcode/msg (the sandbox is going away). */
 void sandbox_execs_abort(struct sandbox *sb, int errcode, const char *msg);
+
+/* Starts a call; on error c is untouched and no callback follows
+ * (-ENOTSUP: the backend has no agent). */
+int sandbox_call_start(struct sandbox *sb, struct sandbox_call *c, const char *method, const void *params,
+		       size_t len) __attribute__((warn_unused_result));
+void sandbox_call_cancel(struct sandbox_call *c);
+/* Backend helper: unlinks c and calls its on_done. */
+void sandbox_call_finish(struct sandbox_call *c, const struct msgpack_object *result, int errcode,
+			 const char *errmsg);
+
+/* The environment every process in a sandbox starts from (PATH, HOME,
+ * LANG, ...), NULL-terminated; templates and requests add to it. */
+extern const char *const sandbox_base_env[];
+/* sandbox_base_env with t's env added (t's entries replace same-named
+ * ones): a malloc'd NULL-terminated array of borrowed strings, or NULL. */
+const char **sandbox_template_env(const struct template_config *t);
 
 /* Backend -> pool notifications (implemented by pool/pool.c). */
 void sandbox_backend_ready(struct sandbox *sb);
