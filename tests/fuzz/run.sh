@@ -27,9 +27,18 @@ mkdir -p "$out/bin" "$out/crashes"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-allocator_may_return_null=1:max_allocation_size_mb=64}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 limits="-malloc_limit_mb=128 -rss_limit_mb=2048 -timeout=10"
-# autoconfig.h comes from tests/fuzz: configure is not needed.
+# configure is not needed: this stands in for its autoconfig.h, with only
+# what the fuzzed sources use.
+mkdir -p "$out/include"
+cat >"$out/include/autoconfig.h" <<'EOF'
+#define _GNU_SOURCE 1
+#define PACKAGE "sandpool"
+#define PACKAGE_NAME "sandpool"
+#define PACKAGE_VERSION "0.1.0"
+#define PACKAGE_STRING "sandpool 0.1.0"
+EOF
 cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
-	-fno-sanitize-recover=undefined -I$here -I$src -I$src/ipc"
+	-fno-sanitize-recover=undefined -I$out/include -I$src -I$src/ipc"
 codec="$src/ipc/codec.c $src/ipc/errors.c $src/daemon/log.c"
 
 build() {
