@@ -403,6 +403,9 @@ static void teardown(void)
 	ledger_stop();
 	lease_table_free();
 	spawner_stop(d.spawner);
+	/* The spawner removes groups as sandboxes go; whatever it could not
+	 * (it died, or a group was still busy) goes now, before we exit. */
+	cgroup_teardown(&d.cg);
 	if (d.sig_term)
 		event_free(d.sig_term);
 	if (d.sig_int)
