@@ -1126,6 +1126,10 @@ struct rpc_call {
 	struct evbuffer *out[2]; /* code.run without stream: stdout, stderr */
 	msgpack_sbuffer results; /* code.run without stream: the result maps, packed */
 	uint32_t n_results;
+	char lease_id[24];	 /* code.run, for the ledger */
+	char language[16];	 /* code.run: the default context's; "" when it named one */
+	uint64_t started_us;	 /* code.run: monotonic */
+	uint64_t bytes_out;	 /* code.run: stdout + stderr, streamed or not */
 	TAILQ_ENTRY(rpc_call) link;
 };
 
@@ -1152,11 +1156,14 @@ static void on_call_notify(struct sandbox_call *c, const char *method, size_t me
 	uint64_t stream = 0;
 	msgpack_packer *pk, rp;
 
-	if (!rc->cl || !rc->code_run)
+	if (!rc->code_run)
 		return;
 	if (is_output ? ipc_get_uint(params, "stream", &stream) < 0 || (stream != 1 && stream != 2) ||
 				ipc_get_bytes(params, "data", &data, &len) < 0
 		      : ipc_get_map(params, "result", &result) < 0)
+		return;
+	rc->bytes_out += len;
+	if (!rc->cl)
 		return;
 	if (!rc->stream) {
 		if (is_output) {
@@ -1205,10 +1212,48 @@ static void pack_execution(msgpack_packer *pk, struct rpc_call *rc, const msgpac
 	pack_output(pk, "stderr", rc->out[1]);
 }
 
+/* A code run as the ledger keeps it: how it went, never the code; of an
+ * error only its name ("ZeroDivisionError", "TimeoutError"). */
+static void record_code_run(const struct rpc_call *rc, const msgpack_object *result, int errcode)
+{
+	struct ledger_exec e = {
+		.lease = rc->lease_id,
+		.code = true,
+		.language = rc->language[0] ? rc->language : NULL,
+		.started_mono_us = rc->started_us,
+		.duration_us = monotonic_us() - rc->started_us,
+		.bytes_out = rc->bytes_out,
+	};
+	char name[32], limit[16];
+	const char *s;
+	uint32_t len;
+	uint64_t us;
+
+	if (!result || result->type != MSGPACK_OBJECT_MAP) {
+		e.error_name = sandpool_errcode_name(result ? SANDPOOL_E_INTERNAL : (enum sandpool_errcode)errcode);
+		ledger_exec_done(&e);
+		return;
+	}
+	if (ipc_get_uint(result, "duration_us", &us) == 0)
+		e.duration_us = us;
+	(void)ipc_get_bool(result, "truncated", &e.truncated);
+	if (ipc_get_str(result, "limit", &s, &len) == 0) {
+		snprintf(limit, sizeof(limit), "%.*s", (int)len, s);
+		e.limit = limit;
+	}
+	if (ipc_get_str(ipc_map_get(result, "error"), "name", &s, &len) == 0) {
+		snprintf(name, sizeof(name), "%.*s", (int)len, s);
+		e.error_name = name;
+	}
+	ledger_exec_done(&e);
+}
+
 static void on_call_done(struct sandbox_call *c, const msgpack_object *result, int errcode, const char *errmsg)
 {
 	struct rpc_call *rc = (struct rpc_call *)c;
 
+	if (rc->code_run)
+		record_code_run(rc, result, errcode);
 	if (rc->cl && !result) {
 		ipc_conn_reply_error(rc->cl->conn, rc->msgid, (enum sandpool_errcode)errcode, "%s", errmsg);
 	} else if (rc->cl && result->type != MSGPACK_OBJECT_MAP) {
@@ -1223,10 +1268,12 @@ static void on_call_done(struct sandbox_call *c, const msgpack_object *result, i
 
 /* Sends method with params (a packed map) to sb's agent for the client;
  * on failure answers the request. id names the call in the agent's
- * notifications (code.run's params carry it too). */
+ * notifications (code.run's params carry it too). code_language is NULL
+ * but for code.run: its language, "" when it names a context. */
 static void start_call(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb, const char *method,
-		       const msgpack_sbuffer *params, uint64_t id, bool code_run, bool stream)
+		       const msgpack_sbuffer *params, uint64_t id, const char *code_language, bool stream)
 {
+	bool code_run = code_language != NULL;
 	struct rpc_call *rc;
 	int err;
 
@@ -1253,6 +1300,11 @@ static void start_call(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb
 	rc->msgid = msgid;
 	rc->code_run = code_run;
 	rc->stream = stream;
+	if (code_run) {
+		snprintf(rc->lease_id, sizeof(rc->lease_id), "%s", sb->lease ? sb->lease->id : "");
+		snprintf(rc->language, sizeof(rc->language), "%s", code_language);
+		rc->started_us = monotonic_us();
+	}
 	err = sandbox_call_start(sb, &rc->call, method, params->data, params->size);
 	if (err < 0) {
 		rpc_call_free(rc);
@@ -1379,7 +1431,7 @@ static void m_code_run(struct rpc_client *cl, const struct rpc_msg *m)
 	uint64_t timeout_ms, id = next_exec_id++;
 	struct call_params cp;
 	bool stream = false, has_ctx;
-	char msg[512];
+	char msg[512], language[16];
 	int rc = 0;
 
 	if (!l)
@@ -1433,7 +1485,8 @@ static void m_code_run(struct rpc_client *cl, const struct rpc_msg *m)
 		/* For the language's default context, should it not exist yet. */
 		pack_template_env(&cp.pk, "context_env", t);
 		ipc_pack_kv_str(&cp.pk, "cwd", "/workspace");
-		start_call(cl, m->msgid, l->sb, "code.run", &cp.buf, id, true, stream);
+		snprintf(language, sizeof(language), "%.*s", has_ctx ? 0 : (int)lang_len, has_ctx ? "" : lang);
+		start_call(cl, m->msgid, l->sb, "code.run", &cp.buf, id, language, stream);
 	} else {
 		ipc_conn_reply_error(cl->conn, m->msgid, (enum sandpool_errcode)-rc, "%s", msg);
 	}
@@ -1475,7 +1528,7 @@ static void m_context_create(struct rpc_client *cl, const struct rpc_msg *m)
 		ipc_pack_strn(&cp.pk, cwd, cwd_len);
 	}
 	pack_template_env(&cp.pk, "env", l->sb->tmpl);
-	start_call(cl, m->msgid, l->sb, "context.create", &cp.buf, next_exec_id++, false, false);
+	start_call(cl, m->msgid, l->sb, "context.create", &cp.buf, next_exec_id++, NULL, false);
 	msgpack_sbuffer_destroy(&cp.buf);
 }
 
@@ -1500,7 +1553,7 @@ static void context_call(struct rpc_client *cl, const struct rpc_msg *m, const c
 		ipc_pack_cstr(&cp.pk, "context_id");
 		ipc_pack_strn(&cp.pk, id, len);
 	}
-	start_call(cl, m->msgid, l->sb, method, &cp.buf, next_exec_id++, false, false);
+	start_call(cl, m->msgid, l->sb, method, &cp.buf, next_exec_id++, NULL, false);
 	msgpack_sbuffer_destroy(&cp.buf);
 }
 
@@ -1580,7 +1633,7 @@ static void files_call(struct rpc_client *cl, const struct rpc_msg *m, const cha
 		if (has_length)
 			ipc_pack_kv_uint(&cp.pk, "length", length);
 	}
-	start_call(cl, m->msgid, l->sb, method, &cp.buf, next_exec_id++, false, false);
+	start_call(cl, m->msgid, l->sb, method, &cp.buf, next_exec_id++, NULL, false);
 	msgpack_sbuffer_destroy(&cp.buf);
 }
 

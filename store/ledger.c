@@ -76,7 +76,7 @@ struct record {
 		struct {
 			bool code, exited, truncated, has_error;
 			char language[16];
-			char error_name[24];
+			char error_name[32];
 			char limit[16];
 			int exit_code, signal;
 			uint64_t started_us, duration_us, bytes_out;

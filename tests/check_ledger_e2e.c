@@ -113,6 +113,7 @@ static const char workload_conf[] =
 struct seen {
 	unsigned leases, execs;
 	uint64_t exec_us;   /* sum of the duration_us results */
+	uint64_t bytes_out; /* sum of stdout and stderr lengths */
 	double window_s;    /* sum of request-to-reply windows around each lease */
 };
 
@@ -134,6 +135,7 @@ static void run_one(struct sandpool *sp, const char *tmpl, const char *const *ar
 	seen->leases++;
 	seen->execs++;
 	seen->exec_us += res.duration_us;
+	seen->bytes_out += res.stdout_len + res.stderr_len;
 	sandpool_exec_result_free(&res);
 }
 
@@ -173,6 +175,33 @@ static bool file_contains(const char *path, const char *needle)
 	found = memmem(buf, len, needle, strlen(needle)) != NULL;
 	free(buf);
 	return found;
+}
+
+/* Two cells in a python lease: one prints, one raises. */
+static void code_cells(struct sandpool *sp, struct seen *seen)
+{
+	static const char *const cells[] = { "print('secret-code-XYZ'[:1])", "1/0" };
+	struct sandpool_lease_opts lo = { .template_name = "py", .wait_ms = 10000 };
+	struct sandpool_lease l = { 0 };
+	struct sandpool_error err;
+	double t0 = now_s();
+
+	ck_assert_msg(sandpool_lease(sp, &lo, &l, &err) == 0, "lease py: %s", err.message);
+	for (size_t i = 0; i < 2; i++) {
+		struct sandpool_code_opts o = { .code = cells[i] };
+		struct sandpool_execution x = { 0 };
+
+		ck_assert_msg(sandpool_code_run(sp, l.lease_id, &o, &x, &err) == 0, "code.run: %s", err.message);
+		ck_assert(i == 0 ? x.error_name == NULL : !strcmp(x.error_name, "ZeroDivisionError"));
+		seen->execs++;
+		seen->exec_us += x.duration_us;
+		seen->bytes_out += x.stdout_len + x.stderr_len;
+		sandpool_execution_free(&x);
+	}
+	ck_assert_int_eq(sandpool_release(sp, l.lease_id, &err), 0);
+	seen->window_s += now_s() - t0;
+	seen->leases++;
+	sandpool_lease_free(&l);
 }
 
 START_TEST(test_report_matches_workload)
@@ -215,6 +244,7 @@ START_TEST(test_report_matches_workload)
 	ck_assert_int_eq(sandpool_exec(sp, l.lease_id, &eo, &res, &err), 0);
 	ck_assert_uint_eq(res.stdout_len, 16 + 15 + 17);
 	shell.exec_us += res.duration_us;
+	shell.bytes_out += res.stdout_len + res.stderr_len;
 	sandpool_exec_result_free(&res);
 	ck_assert_int_eq(sandpool_release(sp, l.lease_id, &err), 0);
 	shell.window_s += now_s() - t0;
@@ -223,6 +253,7 @@ START_TEST(test_report_matches_workload)
 	sandpool_lease_free(&l);
 
 	run_one(sp, "py", py, 0, NULL, &python);
+	code_cells(sp, &python);
 	run_one(sp, "shell", truecmd, 0, "s1", &shell);
 	run_one(sp, "shell", truecmd, 0, "s1", &shell);
 	ck_assert_int_eq(sandpool_session_end(sp, "s1", &err), 0);
@@ -275,7 +306,8 @@ START_TEST(test_report_matches_workload)
 					total * SHELL_RATE, 5e-6);
 		ck_assert(json_field(json, "template", "\"shell\"", "idle_cost") > 0);
 	}
-	ck_assert_double_eq(json_field(json, "template", "\"py\"", "leases"), 1);
+	ck_assert_double_eq(json_field(json, "template", "\"py\"", "leases"), python.leases);
+	ck_assert_double_eq(json_field(json, "template", "\"py\"", "execs"), python.execs);
 	ck_assert_double_eq(json_field(json, "template", "\"py\"", "warm_hits"), py_hits);
 	ck_assert_double_eq(json_field(json, "template", "\"py\"", "sandboxes"), py_created);
 	ck_assert_double_eq_tol(json_field(json, "template", "\"py\"", "exec_s"), python.exec_us / 1e6, 1e-6);
@@ -298,7 +330,7 @@ START_TEST(test_report_matches_workload)
 	snprintf(pat, sizeof(pat), "\"%s\"", comm);
 	ck_assert_double_eq(json_field(json, "process_name", pat, "leases"), shell.leases + python.leases);
 	ck_assert_double_eq(json_field(json, "process_name", pat, "client_uid"), getuid());
-	ck_assert_double_eq(json_field(json, "process_name", pat, "bytes_out"), 16 + 15 + 17 + 3);
+	ck_assert_double_eq(json_field(json, "process_name", pat, "bytes_out"), shell.bytes_out + python.bytes_out);
 	free(json);
 
 	json = report_cli(fx.ledger, "--by session --format json");
@@ -328,8 +360,11 @@ START_TEST(test_report_matches_workload)
 		ck_assert(!file_contains(file, "secret-argv-XYZ"));
 		ck_assert(!file_contains(file, "secret-env-XYZ"));
 		ck_assert(!file_contains(file, "secret-stdin-XYZ"));
+		ck_assert(!file_contains(file, "secret-code-XYZ"));
 	}
 	ck_assert(file_contains(fx.ledger, "session_ended"));
+	/* Code runs are there by kind, language and error name. */
+	ck_assert(file_contains(fx.ledger, "ZeroDivisionError"));
 }
 END_TEST
 
