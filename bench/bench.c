@@ -228,9 +228,9 @@ static void write_config(struct bench_daemon *d, const char *daemon_keys, const 
 
 	snprintf(agent, sizeof(agent), "%s/sandpool-agent", builddir());
 	n = snprintf(d->config_text, sizeof(d->config_text),
-		     "[daemon]\nsocket = %s\nstate_dir = %s/state\nagent_path = %s\nlog_level = warn\n"
-		     "drain_timeout = 2s\n%s\n%s",
-		     d->sock, d->dir, agent, daemon_keys ? daemon_keys : "", templates);
+		     "[daemon]\nsocket = %s\nstate_dir = %s/state\nledger_path = %s/ledger.db\n"
+		     "agent_path = %s\nlog_level = warn\ndrain_timeout = 2s\n%s\n%s",
+		     d->sock, d->dir, d->dir, agent, daemon_keys ? daemon_keys : "", templates);
 	if (n < 0 || (size_t)n >= sizeof(d->config_text))
 		bench_die("config too long");
 	f = fopen(d->conf, "we");

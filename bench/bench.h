@@ -67,8 +67,9 @@ struct bench_daemon {
 };
 
 /* Starts sandpoold --foreground on a config made of a [daemon] section
- * (socket, state dir, agent path, log level, drain timeout, then daemon_keys)
- * and templates, verbatim. Waits until the socket accepts. Dies on failure. */
+ * (socket, state dir, ledger, agent path, log level, drain timeout, all but
+ * the last two in the temp dir, then daemon_keys) and templates, verbatim.
+ * Waits until the socket accepts. Dies on failure. */
 void bench_daemon_start(struct bench_daemon *d, const char *daemon_keys, const char *templates);
 /* Rewrites the config with new templates and sends SIGHUP. */
 void bench_daemon_reload(struct bench_daemon *d, const char *daemon_keys, const char *templates);

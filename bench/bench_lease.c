@@ -209,9 +209,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 3; i++)
 		run_fresh(ctl, levels[i], &fr[i], &fr_rate[i], &hits[i], &misses[i]);
 
-	bench_print_block("Daemon configuration (the [daemon] lines before `drain_timeout` are the "
-			  "benchmark's plumbing):",
-			  daemon_.config_text);
+	bench_print_block("Daemon configuration:", daemon_.config_text);
 	printf("One lease+release is two requests (`sandbox.lease`, then `sandbox.release`) on a "
 	       "blocking libsandpool connection; the ping-pong is one %d-byte request and a %d-byte "
 	       "reply to a single-threaded epoll server on a Unix socket, so a ratio of 2x is the "

@@ -80,6 +80,10 @@ version() { "$@" 2>&1 | head -n 1; }
 	echo "  by how fast sandboxes are created: rows with many clients show the wait for new"
 	echo "  sandboxes, not the cost of the lease call."
 	echo "- Each target line says **met** or **MISSED** with the number it was judged on."
+	echo "- In each daemon configuration the first six \`[daemon]\` lines are plumbing: a"
+	echo "  temporary socket, state directory and SQLite ledger, the build tree's agent, logs"
+	echo "  at warn (debug logging would be measured too), a 2 s drain at exit. The rest is"
+	echo "  the configuration being measured; every other key has its default."
 	echo
 	echo "## Targets"
 	echo
