@@ -20,6 +20,7 @@
 
 #include "daemon/clock.h"
 #include "daemon/config.h"
+#include "daemon/fsutil.h"
 #include "daemon/log.h"
 #include "daemon/rpc.h"
 #include "daemon/sdnotify.h"
@@ -72,25 +73,6 @@ static void usage(FILE *out)
 		"      --check-config    validate the configuration, print it, and exit\n"
 		"      --version         print the version and exit\n"
 		"  -h, --help            this help\n");
-}
-
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char buf[4096];
-
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-		return -ENAMETOOLONG;
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
 }
 
 /* One daemon per state dir: a second one would fight over sandboxes. */
@@ -353,7 +335,7 @@ static int setup_runtime(void)
 	if (rc < 0)
 		return rc;
 	snprintf(sockdir, sizeof(sockdir), "%s", d.cfg->socket_path);
-	if (d.listen_fd < 0 && (rc = mkdir_p(dirname(sockdir), 0755)) < 0) {
+	if (d.listen_fd < 0 && (rc = fs_mkdir_p(dirname(sockdir), 0755)) < 0) {
 		log_error("create socket directory for %s: %s", d.cfg->socket_path, strerror(-rc));
 		return rc;
 	}
@@ -506,7 +488,7 @@ int main(int argc, char **argv)
 		daemonize();
 	/* 0755: the socket may live here and socket_mode/socket_group decide who
 	 * may connect; nothing in the state dir is secret. */
-	if ((rc = mkdir_p(d.cfg->state_dir, 0755)) < 0)
+	if ((rc = fs_mkdir_p(d.cfg->state_dir, 0755)) < 0)
 		die("create state dir %s: %s", d.cfg->state_dir, strerror(-rc));
 	d.lock_fd = take_lock(d.cfg->state_dir);
 	if (d.lock_fd < 0)

@@ -2,6 +2,8 @@
 
 #include "sandbox/cgroup.h"
 
+#include "daemon/fsutil.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -63,23 +65,6 @@ static uint64_t event_count(const char *text, const char *key)
 	for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
 		if (!strncmp(p, key, kl) && p[kl] == ' ')
 			return strtoull(p + kl + 1, NULL, 10);
-	return 0;
-}
-
-static int mkdir_p(char *path)
-{
-	for (char *p = path + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-			*p = '/';
-			return -errno;
-		}
-		*p = '/';
-	}
-	if (mkdir(path, 0755) < 0 && errno != EEXIST)
-		return -errno;
 	return 0;
 }
 
@@ -178,7 +163,7 @@ static int make_v2_path(const char *mnt, const char *rel, char *dir, size_t len)
 
 	if ((size_t)snprintf(dir, len, "%s/%s", mnt, rel) >= len)
 		return -ENAMETOOLONG;
-	if ((rc = mkdir_p(dir)) < 0)
+	if ((rc = fs_mkdir_p(dir, 0755)) < 0)
 		return rc;
 	for (char *p = dir + strlen(mnt); p && rc == 0; p = strchr(p + 1, '/')) {
 		char c = *p;
@@ -206,7 +191,7 @@ static int setup_v2(struct cgroup_layout *l, const char *mnt, const char *root, 
 		 * children, not both: we move into a leaf of our own and keep
 		 * sandboxes beside it. */
 		snprintf(leaf, sizeof(leaf), "%s%s/daemon", mnt, own);
-		if ((rc = mkdir_p(leaf)) < 0 || (rc = write_file(leaf, "cgroup.procs", "0")) < 0) {
+		if ((rc = fs_mkdir_p(leaf, 0755)) < 0 || (rc = write_file(leaf, "cgroup.procs", "0")) < 0) {
 			snprintf(err, errlen, "move into %s: %s", leaf, strerror(-rc));
 			return rc;
 		}
@@ -238,7 +223,7 @@ static int setup_v1(struct cgroup_layout *l, const struct mounts *m, const char 
 		    sizeof(l->base[c]))
 			rc = -ENAMETOOLONG;
 		else
-			rc = mkdir_p(l->base[c]);
+			rc = fs_mkdir_p(l->base[c], 0755);
 		if (rc < 0) {
 			snprintf(err, errlen, "create %s: %s", l->base[c], strerror(-rc));
 			return rc;

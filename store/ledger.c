@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "daemon/clock.h"
+#include "daemon/fsutil.h"
 #include "daemon/log.h"
 #include "store/ledger_path.h"
 #include "store/schema.h"
@@ -436,23 +437,6 @@ static void close_db(void)
 	set_open(false);
 }
 
-static int mkdir_parents(const char *path)
-{
-	char buf[PATH_MAX];
-
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-		return -ENAMETOOLONG;
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	return 0;
-}
-
 /* Runs each statement of sql, binding :time and :run where they appear. */
 static int exec_script(sqlite3 *db, const char *sql, const char *time, int64_t run)
 {
@@ -550,7 +534,7 @@ static int open_db(char *err, size_t errlen, bool *permanent)
 	int rc;
 
 	*permanent = true;
-	if ((rc = mkdir_parents(lg.opt.path)) < 0) {
+	if ((rc = fs_mkdir_parents(lg.opt.path)) < 0) {
 		snprintf(err, errlen, "creating the directory of %s: %s", lg.opt.path, strerror(-rc));
 		return SQLITE_CANTOPEN;
 	}
