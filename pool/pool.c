@@ -461,8 +461,14 @@ int pool_system_init(struct event_base *base, struct config *cfg,
 	if (!ps.reap_ev || !ps.refill_ev || !ps.pools)
 		return -ENOMEM;
 	for (unsigned i = 0; i < cfg->n_templates; i++) {
-		struct pool *p = pool_new(cfg->templates[i]);
+		struct pool *p;
 
+		if (!backend_for(cfg->templates[i])) {
+			log_error("template %s: its backend is not available in this build",
+				  cfg->templates[i]->name);
+			return -ENOTSUP;
+		}
+		p = pool_new(cfg->templates[i]);
 		if (!p)
 			return -ENOMEM;
 		if (p->tmpl->min_warm > 0)
