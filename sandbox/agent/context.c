@@ -626,6 +626,9 @@ static void handle_msgpack(struct context *ctx, const msgpack_object *msg)
 	} else if (len == 5 && !memcmp(type, "ready", 5)) {
 		context_ready(ctx);
 	} else if (len == 6 && !memcmp(type, "result", 6)) {
+		/* The driver flushed before sending it: what the cell printed
+		 * first is in the pipes, and goes out first. */
+		drain_pipes(ctx);
 		forward_result(ctx, ipc_map_get(msg, "result"));
 	} else if (len == 4 && !memcmp(type, "done", 4)) {
 		const msgpack_object *error = ipc_map_get(msg, "error");
