@@ -11,7 +11,7 @@ export SANDPOOL_BUILDDIR="$builddir"
 tmp=$(mktemp -d /tmp/sandpool-bench-results-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
-progs="bench_lease bench_run bench_exec bench_create bench_memory"
+progs="bench_lease bench_run bench_exec bench_create bench_memory bench_code"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date +%s)
 status=0
