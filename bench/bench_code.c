@@ -31,7 +31,7 @@ static const char templates[] = "[template preloaded]\n"
 				"max_total = 4\n";
 
 /* The cell: the imports (done already where preloaded) and a use of them. */
-static const char cell[] = IMPORTS "\njson.dumps([decimal.Decimal('1.5').as_integer_ratio()])";
+static const char cell[] = IMPORTS "\njson.dumps([decimal.Decimal(\"1.5\").as_integer_ratio()])";
 
 /* Leases a warm sandbox of tmpl and times its first code.run. */
 static uint64_t first_run(struct bench_daemon *d, struct sandpool *sp, const char *tmpl)
