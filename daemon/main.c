@@ -68,7 +68,7 @@ static void usage(FILE *out)
 		"  -c, --config FILE     configuration file (default: the embedded default)\n"
 		"  -s, --socket PATH     listen on PATH (overrides the config's socket)\n"
 		"  -d, --state-dir DIR   state directory (overrides the config's state_dir)\n"
-		"  -f, --foreground      do not detach\n"
+		"  -f, --foreground      do not detach (implied when $NOTIFY_SOCKET is set)\n"
 		"  -v, --verbose         log at debug level\n"
 		"      --check-config    validate the configuration, print it, and exit\n"
 		"      --version         print the version and exit\n"
