@@ -1160,6 +1160,7 @@ static void agent_setup(void)
 	TAILQ_INIT(&agent.free);
 	TAILQ_INIT(&agent.running);
 	TAILQ_INIT(&agent.draining);
+	contexts_init();
 	for (int i = 0; i < AGENT_MAX_EXECS; i++) {
 		struct agent_exec *ex = &agent.slots[i];
 

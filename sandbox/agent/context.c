@@ -133,7 +133,6 @@ static struct {
 	struct context_list lists[CONTEXT_N_STATES];
 	unsigned count;
 	unsigned next_id;
-	bool initialized;
 } contexts;
 
 /* Output pipes are read one chunk at a time into this. */
@@ -151,13 +150,10 @@ static const char *context_state_name(enum context_state st)
 	return st < CONTEXT_N_STATES ? names[st] : "?";
 }
 
-static void contexts_init(void)
+void contexts_init(void)
 {
-	if (contexts.initialized)
-		return;
 	for (int i = 0; i < CONTEXT_N_STATES; i++)
 		TAILQ_INIT(&contexts.lists[i]);
-	contexts.initialized = true;
 }
 
 static void context_set_state(struct context *ctx, enum context_state state)
@@ -402,7 +398,6 @@ void contexts_arm_pipes(bool on)
 {
 	struct context *ctx;
 
-	contexts_init();
 	for (int st = 0; st < CONTEXT_N_STATES; st++) {
 		TAILQ_FOREACH(ctx, &contexts.lists[st], link) {
 			for (int i = 0; i < 2; i++) {
@@ -904,7 +899,6 @@ bool context_on_reap(pid_t pid, int status)
 {
 	struct context *ctx;
 
-	contexts_init();
 	for (int st = 0; st < CONTEXT_N_STATES; st++) {
 		TAILQ_FOREACH(ctx, &contexts.lists[st], link) {
 			if (ctx->pid == pid) {
@@ -920,7 +914,6 @@ void contexts_teardown(void)
 {
 	struct context *ctx;
 
-	contexts_init();
 	for (int st = 0; st < CONTEXT_N_STATES; st++) {
 		while ((ctx = TAILQ_FIRST(&contexts.lists[st]))) {
 			if (ctx->pid > 0) {
@@ -1101,7 +1094,6 @@ void context_req_create(const struct rpc_msg *m)
 	struct context *ctx;
 	bool is_default = false;
 
-	contexts_init();
 	if (!(drv = language_param(m, "language")))
 		return;
 	(void)ipc_get_bool(m->params, "default", &is_default);
@@ -1137,7 +1129,6 @@ void context_req_list(const struct rpc_msg *m)
 	struct context *ctx;
 	unsigned n = 0;
 
-	contexts_init();
 	for (int st = 0; st < CONTEXT_N_STATES; st++)
 		TAILQ_FOREACH(ctx, &contexts.lists[st], link)
 			n += !ctx->removing;
@@ -1170,7 +1161,6 @@ void context_req_restart(const struct rpc_msg *m)
 {
 	struct context *ctx;
 
-	contexts_init();
 	if (!(ctx = context_param(m)))
 		return;
 	if (ctx->reply_msgid) {
@@ -1188,7 +1178,6 @@ void context_req_remove(const struct rpc_msg *m)
 	msgpack_packer *pk = agent_packer();
 	struct context *ctx;
 
-	contexts_init();
 	if (!(ctx = context_param(m)))
 		return;
 	ctx->removing = true;
@@ -1293,7 +1282,6 @@ void context_req_run(const struct rpc_msg *m)
 	uint64_t id, timeout_ms, max_output;
 	size_t env_bytes = 0;
 
-	contexts_init();
 	if (ipc_get_uint(m->params, "id", &id) < 0 || ipc_get_bytes(m->params, "code", &code, &code_len) < 0 ||
 	    memchr(code, '\0', code_len) || ipc_get_uint(m->params, "timeout_ms", &timeout_ms) < 0 ||
 	    timeout_ms == 0 || timeout_ms > UINT32_MAX || ipc_get_uint(m->params, "max_output", &max_output) < 0) {

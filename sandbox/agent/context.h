@@ -14,6 +14,8 @@
 
 #include "ipc/codec.h"
 
+/* Before any other call. */
+void contexts_init(void);
 void context_req_create(const struct rpc_msg *m);
 void context_req_list(const struct rpc_msg *m);
 void context_req_restart(const struct rpc_msg *m);
