@@ -547,10 +547,13 @@ int pool_system_reload(struct config *cur, struct config *next, char *err, size_
 		/* A new template: the running configuration takes it over. */
 		next->templates[i] = next->templates[--next->n_templates];
 		cur->templates[cur->n_templates++] = t;
-		if (!pool_new(t)) {
+		p = pool_new(t);
+		if (!p) {
 			snprintf(err, errlen, "template %s: cannot create its pool", t->name);
 			return -ENOMEM;
 		}
+		/* The start-up fill was counted once; a later pool is not part of it. */
+		p->initial_outcomes = t->min_warm;
 		log_info("template %s added", t->name);
 	}
 	schedule_refill();
