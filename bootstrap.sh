@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 top=$(pwd)
 
 DEPS="build-essential autoconf automake libtool pkg-config libevent-dev libcurl4-openssl-dev
-libmsgpack-dev libsqlite3-dev check libseccomp-dev sqlite3 python3 bubblewrap systemd groff-base"
+libmsgpack-dev libsqlite3-dev check libseccomp-dev sqlite3 python3 bubblewrap systemd groff-base curl"
 
 deps() {
 	missing=""
