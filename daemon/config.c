@@ -301,6 +301,18 @@ static const struct config_key config_keys[] = {
 	  .help = "code run in the language's default context before a sandbox is warm; empty: none" },
 	{ TEMPLATE("max_file_size", TYPE_SIZE, max_file_size), .def = "16M", .min = KIB, .max = GIB,
 	  .help = "data in one files.write or files.read (max_frame bounds it as well)" },
+	{ TEMPLATE("e2b_template", TYPE_STRING, e2b_template), .def = "code-interpreter-v1", .max = 128,
+	  .help = "e2b: the E2B template sandboxes are created from" },
+	{ TEMPLATE("e2b_api_url", TYPE_STRING, e2b_api_url), .max = 1024,
+	  .help = "e2b: the control-plane API; empty: https://api.<e2b_domain>" },
+	{ TEMPLATE("e2b_domain", TYPE_STRING, e2b_domain), .def = "e2b.app", .max = 253,
+	  .help = "e2b: the domain of E2B's API and sandbox hosts" },
+	{ TEMPLATE("e2b_sandbox_url", TYPE_STRING, e2b_sandbox_url), .max = 1024,
+	  .help = "e2b: send every in-sandbox request here, routed by E2b-Sandbox-Id/-Port headers" },
+	{ TEMPLATE("api_key_env", TYPE_STRING, api_key_env), .def = "E2B_API_KEY", .max = 128,
+	  .help = "e2b: the environment variable holding the API key (never logged or stored)" },
+	{ TEMPLATE("e2b_timeout", TYPE_DURATION, e2b_timeout_ms), .def = "5m", .min = 2 * SEC_MS,
+	  .max = DAY_MS, .help = "e2b: E2B's TTL for a sandbox, renewed every third of it while kept" },
 };
 
 #undef DAEMON
@@ -1303,6 +1315,19 @@ static int validate_template(struct parser *p, const struct template_config *t)
 	if (t->min_warm > t->max_total)
 		return parser_fail(p, t->name, "min_warm", "%u exceeds max_total %u", t->min_warm,
 				   t->max_total);
+	if (t->backend == BACKEND_E2B) {
+		const char *k = t->api_key_env;
+
+		if (!*k || strspn(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") != strlen(k) ||
+		    (*k >= '0' && *k <= '9'))
+			return parser_fail(p, t->name, "api_key_env", "'%s' is not an environment variable name", k);
+		if (t->e2b_api_url && *t->e2b_api_url && strncmp(t->e2b_api_url, "http://", 7) &&
+		    strncmp(t->e2b_api_url, "https://", 8))
+			return parser_fail(p, t->name, "e2b_api_url", "must start with http:// or https://");
+		if (t->e2b_sandbox_url && *t->e2b_sandbox_url && strncmp(t->e2b_sandbox_url, "http://", 7) &&
+		    strncmp(t->e2b_sandbox_url, "https://", 8))
+			return parser_fail(p, t->name, "e2b_sandbox_url", "must start with http:// or https://");
+	}
 	if (t->timeout_ms > p->cfg->max_timeout_ms) {
 		format_duration(t->timeout_ms, a, sizeof(a));
 		format_duration(p->cfg->max_timeout_ms, b, sizeof(b));

@@ -69,6 +69,13 @@ struct template_config {
 	unsigned n_env;
 	char *preload;		/* code run in the default context before a sandbox is warm; NULL: none */
 	uint64_t max_file_size;	/* bytes of data in one files.write or files.read (max_frame bounds it too) */
+	/* backend = e2b (docs/E2B.md) */
+	char *e2b_template;	/* E2B's templateID */
+	char *e2b_api_url;	/* control plane; NULL: https://api.<e2b_domain> */
+	char *e2b_domain;
+	char *e2b_sandbox_url;	/* NULL: https://<port>-<sandboxID>.<domain>; else every in-sandbox request goes here */
+	char *api_key_env;	/* environment variable holding the API key */
+	uint64_t e2b_timeout_ms; /* E2B's TTL for our sandboxes, renewed while we keep them */
 };
 
 struct config {

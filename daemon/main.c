@@ -5,6 +5,7 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -28,6 +29,8 @@
 #include "pool/lease.h"
 #include "pool/pool.h"
 #include "sandbox/cgroup.h"
+#include "sandbox/e2b.h"
+#include "sandbox/http.h"
 #include "sandbox/local.h"
 #include "sandbox/spawner.h"
 #include "store/ledger.h"
@@ -208,6 +211,7 @@ static void reload_config(void)
 		log_error("reload: %s", err);
 	else
 		log_info("configuration reloaded from %s", d.cfg->path ? d.cfg->path : "the embedded default");
+	e2b_backend_reconfigure(d.cfg);
 	config_free(next);
 }
 
@@ -281,6 +285,29 @@ static const char *instance_name(void)
 	return name;
 }
 
+/*
+ * The label our E2B sandboxes carry (metadata sandpool_instance): the
+ * host's name and the instance hash, so that this daemon, restarted,
+ * finds what it left, and daemons on other hosts or state dirs do not.
+ * Only [a-z0-9-], so that it needs no escaping in a metadata query.
+ */
+static void e2b_instance_label(char *out, size_t len)
+{
+	char host[HOST_NAME_MAX + 1] = "localhost";
+	size_t n;
+
+	gethostname(host, sizeof(host) - 1);
+	snprintf(out, len, "%s-%s", host, instance_name() + strlen("sandpool/"));
+	for (n = 0; out[n]; n++) {
+		char c = out[n];
+
+		if (c >= 'A' && c <= 'Z')
+			out[n] = (char)(c - 'A' + 'a');
+		else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
+			out[n] = '-';
+	}
+}
+
 /* Finds the cgroup hierarchy and removes what a killed predecessor left. */
 static void prepare_cgroups(void)
 {
@@ -320,7 +347,7 @@ static int setup_runtime(void)
 		.max_frame = d.cfg->max_frame,
 		.max_output_buffer = MAX_OUTPUT_BUFFER,
 	};
-	char err[512], sockdir[4096];
+	char err[512], sockdir[4096], label[128];
 	int rc;
 
 	d.base = event_base_new();
@@ -329,6 +356,9 @@ static int setup_runtime(void)
 	if ((rc = spawner_attach(d.spawner, d.base)) < 0 || (rc = lease_table_init(d.base)) < 0)
 		return rc;
 	local_backend_init(d.base, d.spawner, d.cfg, &d.cg);
+	e2b_instance_label(label, sizeof(label));
+	if ((rc = http_init(d.base)) < 0 || (rc = e2b_backend_init(d.base, d.cfg, label)) < 0)
+		return rc;
 	if ((rc = rpc_init(d.base, d.cfg)) < 0)
 		return rc;
 	rc = pool_system_init(d.base, d.cfg, rpc_sandbox_lost);
@@ -381,6 +411,8 @@ static void teardown(void)
 	if (d.srv)
 		ipc_server_free(d.srv);
 	pool_system_free();
+	e2b_backend_shutdown();
+	http_shutdown();
 	/* After everything that may still end a lease or a sandbox. */
 	ledger_stop();
 	lease_table_free();

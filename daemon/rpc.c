@@ -368,9 +368,9 @@ static void on_lease_expired(struct lease *l)
 
 /* The lease and session come off sb before its execs are aborted, so that
  * an aborted run cannot end (or hold) the sandbox a second time. */
-void rpc_sandbox_lost(struct sandbox *sb, const char *why)
+void rpc_sandbox_lost(struct sandbox *sb, int lost_reason, const char *why)
 {
-	enum ledger_reason reason = pool_system_stopping() ? LEDGER_SHUTDOWN : LEDGER_LOST;
+	enum ledger_reason reason = pool_system_stopping() ? LEDGER_SHUTDOWN : (enum ledger_reason)lost_reason;
 
 	if (sb->session)
 		end_session(sb->session, SANDPOOL_E_BACKEND_ERROR, why, reason);
@@ -1311,6 +1311,15 @@ static void start_call(struct rpc_client *cl, uint32_t msgid, struct sandbox *sb
 		if (err == -ENOTSUP)
 			ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_BAD_REQUEST,
 					     "template %s's backend does not run %s", sb->tmpl->name, method);
+		else if (err == -ENOENT)
+			ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_NOT_FOUND, "sandbox %s has no such context",
+					     sb->id);
+		else if (err == -EPROTONOSUPPORT || err == -EINVAL)
+			ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_BAD_REQUEST,
+					     "template %s's backend cannot run this %s", sb->tmpl->name, method);
+		else if (err == -EMFILE)
+			ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_LIMIT_EXCEEDED,
+					     "sandbox %s has as many contexts as it may", sb->id);
 		else
 			ipc_conn_reply_error(cl->conn, msgid, SANDPOOL_E_BACKEND_ERROR, "sandbox %s: cannot reach its agent: %s",
 					     sb->id, strerror(-err));

@@ -19,6 +19,6 @@ struct event_base;
 int rpc_init(struct event_base *base, const struct config *cfg) __attribute__((warn_unused_result));
 void rpc_set_server(struct ipc_server *srv);
 /* Pool hook: a leased sandbox is lost or must go; ends its lease. */
-void rpc_sandbox_lost(struct sandbox *sb, const char *why);
+void rpc_sandbox_lost(struct sandbox *sb, int reason, const char *why);
 
 #endif

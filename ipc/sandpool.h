@@ -39,7 +39,8 @@ extern "C" {
 	X(ABORTED, "aborted")                                                                      \
 	X(SHUTTING_DOWN, "shutting_down")                                                          \
 	X(INTERNAL, "internal")                                                                    \
-	X(CONNECTION, "connection") /* client side only: the socket failed */
+	X(CONNECTION, "connection") /* client side only: the socket failed */                     \
+	X(BACKEND_UNAVAILABLE, "backend_unavailable")
 
 enum sandpool_errcode {
 	SANDPOOL_OK = 0,

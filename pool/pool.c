@@ -11,6 +11,7 @@
 
 #include "ipc/sandpool.h"
 #include "pool/sizing.h"
+#include "sandbox/e2b.h"
 #include "sandbox/local.h"
 #include "store/ledger.h"
 
@@ -38,6 +39,8 @@ struct pool {
 	struct event *age_timer;    /* when the oldest warm sandbox reaches max_warm_age */
 	bool backing_off;
 	bool degraded;
+	int degraded_code; /* what leases get while degraded (backend_error, backend_unavailable) */
+	bool halted;	   /* credentials refused: no creations until a reload changes the template */
 	bool retired; /* removed by a reload: drains, never refills */
 	char last_error[512];
 	struct pool_sizing sizing;
@@ -48,7 +51,7 @@ struct pool {
 static struct {
 	struct event_base *base;
 	struct config *cfg;
-	void (*on_lost)(struct sandbox *sb, const char *why);
+	void (*on_lost)(struct sandbox *sb, int reason, const char *why);
 	void (*on_empty)(void);
 	void (*on_initial_fill)(void);
 	unsigned pools_filling; /* pools still short of min_warm outcomes */
@@ -236,7 +239,7 @@ static void refill_pool(struct pool *p)
 		return;
 	unsigned want = p->sizing.target + p->n_waiting;
 
-	while (!ps.shutting_down && !p->backing_off &&
+	while (!ps.shutting_down && !p->backing_off && !p->halted &&
 	       p->count[SANDBOX_WARM] + p->count[SANDBOX_CREATING] < want &&
 	       pool_total(p) < p->tmpl->max_total && ps.live < ps.cfg->max_sandboxes &&
 	       p->count[SANDBOX_CREATING] < p->tmpl->max_creating &&
@@ -339,7 +342,7 @@ void sandbox_backend_ready(struct sandbox *sb)
 	schedule_refill();
 }
 
-static void creation_failed(struct sandbox *sb, const char *why)
+static void creation_failed(struct sandbox *sb, enum sandbox_failure kind, const char *why)
 {
 	struct pool *p = sb->pool;
 	struct pool_waiter *w;
@@ -349,7 +352,16 @@ static void creation_failed(struct sandbox *sb, const char *why)
 	p->consecutive_failures++;
 	snprintf(p->last_error, sizeof(p->last_error), "%s", why);
 	sb_log_error(sb, "creation failed: %s", why);
-	if (p->consecutive_failures >= DEGRADED_AFTER && !p->degraded) {
+	/* An unreachable service or a refused key will not get better by
+	 * itself within three tries: say so to clients at once. */
+	p->degraded_code = kind == SANDBOX_FAIL_UNREACHABLE ? SANDPOOL_E_BACKEND_UNAVAILABLE : SANDPOOL_E_BACKEND_ERROR;
+	if (kind == SANDBOX_FAIL_DENIED && !p->halted) {
+		p->halted = true;
+		log_error("template %s: the backend refused its credentials; no more sandboxes are created "
+			  "until a reload changes the template: %s", p->tmpl->name, why);
+	}
+	if ((p->consecutive_failures >= DEGRADED_AFTER || kind == SANDBOX_FAIL_UNREACHABLE ||
+	     kind == SANDBOX_FAIL_DENIED) && !p->degraded) {
 		p->degraded = true;
 		log_warn("template %s: degraded after %u failed creations: %s", p->tmpl->name,
 			 p->consecutive_failures, why);
@@ -357,33 +369,41 @@ static void creation_failed(struct sandbox *sb, const char *why)
 	/* Tell a waiting client now rather than after the backoff; when the
 	 * template is degraded nobody should keep waiting. */
 	while ((w = TAILQ_FIRST(&p->waiters))) {
-		waiter_fail(w, SANDPOOL_E_BACKEND_ERROR, why);
+		waiter_fail(w, p->degraded_code, why);
 		if (!p->degraded)
 			break;
 	}
-	start_backoff(p);
+	if (!p->halted)
+		start_backoff(p);
 }
 
-void sandbox_backend_failed(struct sandbox *sb, const char *why)
+void sandbox_backend_failed_as(struct sandbox *sb, enum sandbox_failure kind, const char *why)
 {
+	enum ledger_reason reason = kind == SANDBOX_FAIL_LOST ? LEDGER_BACKEND_LOST : LEDGER_LOST;
+
 	switch (sb->state) {
 	case SANDBOX_CREATING:
 		destroy(sb, LEDGER_CREATE_FAILED);
-		creation_failed(sb, why);
+		creation_failed(sb, kind, why);
 		break;
 	case SANDBOX_WARM:
 		sb_log_warn(sb, "lost while warm: %s", why);
-		destroy(sb, LEDGER_LOST);
+		destroy(sb, reason);
 		break;
 	case SANDBOX_LEASED:
 	case SANDBOX_HELD:
 		sb_log_warn(sb, "lost while %s: %s", sandbox_state_name(sb->state), why);
-		ps.on_lost(sb, why);
+		ps.on_lost(sb, reason, why);
 		break;
 	case SANDBOX_DESTROYING:
 	case SANDBOX_DEAD:
 		break;
 	}
+}
+
+void sandbox_backend_failed(struct sandbox *sb, const char *why)
+{
+	sandbox_backend_failed_as(sb, SANDBOX_FAIL_TRANSIENT, why);
 }
 
 void sandbox_backend_gone(struct sandbox *sb)
@@ -406,7 +426,7 @@ static const struct sandbox_backend *backend_for(const struct template_config *t
 	case BACKEND_LOCAL:
 		return &local_backend;
 	case BACKEND_E2B:
-		break;
+		return &e2b_backend;
 	}
 	return NULL;
 }
@@ -447,7 +467,7 @@ static struct pool *pool_new(struct template_config *t)
 }
 
 int pool_system_init(struct event_base *base, struct config *cfg,
-		     void (*on_lost)(struct sandbox *sb, const char *why))
+		     void (*on_lost)(struct sandbox *sb, int reason, const char *why))
 {
 	memset(&ps, 0, sizeof(ps));
 	ps.base = base;
@@ -509,6 +529,7 @@ static void update(struct pool *p, struct template_config *fresh)
 		log_info("template %s changed: replacing its warm sandboxes", t->name);
 	p->retired = false;
 	p->degraded = false;
+	p->halted = false;
 	p->consecutive_failures = 0;
 	p->backing_off = false;
 	evtimer_del(p->backoff_timer);
@@ -566,7 +587,7 @@ static void end_leased(const char *why)
 		struct sandbox *sb;
 
 		while ((sb = TAILQ_FIRST(&ps.pools[i]->lists[SANDBOX_LEASED])))
-			ps.on_lost(sb, why);
+			ps.on_lost(sb, LEDGER_LOST, why);
 	}
 }
 
@@ -591,7 +612,7 @@ void pool_system_shutdown(void (*on_empty)(void), uint64_t drain_ms)
 		while ((w = TAILQ_FIRST(&p->waiters)))
 			waiter_fail(w, SANDPOOL_E_SHUTTING_DOWN, "the daemon is shutting down");
 		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_HELD])))
-			ps.on_lost(sb, "the daemon is shutting down");
+			ps.on_lost(sb, LEDGER_SHUTDOWN, "the daemon is shutting down");
 		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_WARM])))
 			destroy(sb, LEDGER_SHUTDOWN);
 		while ((sb = TAILQ_FIRST(&p->lists[SANDBOX_CREATING])))
@@ -708,7 +729,7 @@ int pool_acquire(struct pool *p, struct pool_waiter *w, uint64_t wait_ms, struct
 	}
 	if (p->degraded) {
 		snprintf(msg, msglen, "template %s is degraded: %s", p->tmpl->name, p->last_error);
-		return -SANDPOOL_E_BACKEND_ERROR;
+		return -p->degraded_code;
 	}
 	below_cap = pool_total(p) < p->tmpl->max_total && ps.live < ps.cfg->max_sandboxes;
 	if (!below_cap && wait_ms == 0) {

@@ -54,10 +54,11 @@ struct pool_waiter {
 	TAILQ_ENTRY(pool_waiter) link;
 };
 
-/* on_lost: a LEASED sandbox died or must go (shutdown); the callee ends
- * its lease, which releases the sandbox. */
+/* on_lost: a LEASED or HELD sandbox died or must go (shutdown); the
+ * callee ends its lease or session, which releases the sandbox, and
+ * records reason (a ledger_reason). */
 int pool_system_init(struct event_base *base, struct config *cfg,
-		     void (*on_lost)(struct sandbox *sb, const char *why))
+		     void (*on_lost)(struct sandbox *sb, int reason, const char *why))
 	__attribute__((warn_unused_result));
 /* cb runs once, when every template has seen min_warm creations finish
  * (ready or failed): the moment a service manager should hear READY. */

@@ -177,6 +177,17 @@ const char **sandbox_template_env(const struct template_config *t);
 /* Backend -> pool notifications (implemented by pool/pool.c). */
 void sandbox_backend_ready(struct sandbox *sb);
 void sandbox_backend_failed(struct sandbox *sb, const char *why);
+/* How a backend failure should weigh on the template (sandbox_backend_failed
+ * is TRANSIENT). */
+enum sandbox_failure {
+	SANDBOX_FAIL_TRANSIENT,	  /* counts towards degraded (3 creations in a row) */
+	SANDBOX_FAIL_UNREACHABLE, /* the backend's service does not answer: leases that
+				   * find no warm sandbox fail fast with backend_unavailable */
+	SANDBOX_FAIL_DENIED,	  /* credentials refused: degraded, no more creations
+				   * until a reload changes the template */
+	SANDBOX_FAIL_LOST,	  /* the service reaped the sandbox (end_reason backend_lost) */
+};
+void sandbox_backend_failed_as(struct sandbox *sb, enum sandbox_failure kind, const char *why);
 void sandbox_backend_gone(struct sandbox *sb);
 
 /* Backend helpers for exec bookkeeping. */

@@ -37,6 +37,7 @@ enum record_kind {
 	REC_RUN_STOP,
 	REC_SANDBOX_CREATED,
 	REC_SANDBOX_READY,
+	REC_SANDBOX_REF,
 	REC_SANDBOX_ENDING,
 	REC_SANDBOX_DESTROYED,
 	REC_LEASE_ACQUIRED,
@@ -65,6 +66,7 @@ struct record {
 			uint64_t memory_mb;
 		} sandbox;
 		enum ledger_reason reason;
+		char backend_ref[64];
 		struct {
 			char sandbox[ID_MAX];
 			char session[129];
@@ -108,6 +110,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 		"INSERT INTO sandboxes (id, daemon_run, template, backend, created_at, vcpus, memory_mb,"
 		" cost_per_vcpu_second, cost_per_gib_second) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
 	[REC_SANDBOX_READY] = "UPDATE sandboxes SET ready_at = ?2 WHERE id = ?1",
+	[REC_SANDBOX_REF] = "UPDATE sandboxes SET backend_ref = ?2 WHERE id = ?1",
 	[REC_SANDBOX_ENDING] = "UPDATE sandboxes SET end_reason = ?2 WHERE id = ?1",
 	[REC_SANDBOX_DESTROYED] = "UPDATE sandboxes SET destroyed_at = ?2 WHERE id = ?1",
 	[REC_LEASE_ACQUIRED] =
@@ -265,6 +268,16 @@ void ledger_sandbox_created(const char *id, const struct template_config *t)
 void ledger_sandbox_ready(const char *id)
 {
 	enqueue(record_new(REC_SANDBOX_READY, id));
+}
+
+void ledger_sandbox_backend_ref(const char *id, const char *ref)
+{
+	struct record *r = record_new(REC_SANDBOX_REF, id);
+
+	if (r) {
+		copy(r->u.backend_ref, sizeof(r->u.backend_ref), ref);
+		enqueue(r);
+	}
 }
 
 void ledger_sandbox_ending(const char *id, enum ledger_reason why)
@@ -653,6 +666,10 @@ static int apply(const struct record *r)
 	case REC_SANDBOX_DESTROYED:
 		sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
 		bind_time(st, 2, r->at_us);
+		return step(st);
+	case REC_SANDBOX_REF:
+		sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, r->u.backend_ref, -1, SQLITE_STATIC);
 		return step(st);
 	case REC_SANDBOX_ENDING:
 		sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);

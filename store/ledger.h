@@ -52,6 +52,7 @@ struct ledger_stats {
 	X(DISCONNECTED, "disconnected")	  /* its client's connection closed */                     \
 	X(TTL, "ttl")			  /* lease_ttl passed */                                   \
 	X(LOST, "lost")			  /* the backend lost the sandbox (died, failed health) */ \
+	X(BACKEND_LOST, "backend_lost")	  /* the cloud reaped it under us (E2B: 404 on use) */    \
 	X(SHUTDOWN, "shutdown")		  /* the daemon stopped */                                 \
 	X(SESSION_ENDED, "session_ended") /* its session ended (session.end, idle, max age) */     \
 	X(CREATE_FAILED, "create_failed") /* it never became ready */                              \
@@ -102,6 +103,8 @@ void ledger_get_stats(struct ledger_stats *out);
 
 void ledger_sandbox_created(const char *id, const struct template_config *t);
 void ledger_sandbox_ready(const char *id);
+/* The backend's own name for it (E2B's sandboxID): sandboxes.backend_ref. */
+void ledger_sandbox_backend_ref(const char *id, const char *ref);
 /* The daemon began to destroy it, and why. */
 void ledger_sandbox_ending(const char *id, enum ledger_reason why);
 /* Its resources are gone: billing stops here. */
