@@ -69,6 +69,7 @@ struct e2b_op {
 	/* OP_UNARY */
 	unary_cb on_answer;
 	msgpack_unpacked params; /* the agent-shaped request, for the answer */
+	char *params_buf;	 /* what params points into */
 	bool has_params;
 	TAILQ_ENTRY(e2b_op) link;
 };
@@ -88,6 +89,7 @@ static void op_free(struct e2b_op *op)
 	if (op->has_params)
 		msgpack_unpacked_destroy(&op->params);
 	msgpack_sbuffer_destroy(&op->error);
+	free(op->params_buf);
 	free(op->stdin_data);
 	free(op->code);
 	free(op);
@@ -1483,7 +1485,14 @@ int e2b_run_call(struct sandbox *sb, struct sandbox_call *c, const char *method,
 		return -ENOMEM;
 	msgpack_unpacked_init(&op->params);
 	op->has_params = true;
-	if (msgpack_unpack_next(&op->params, params, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+	/* params lives only for this call; the op outlives it. */
+	op->params_buf = malloc(len ? len : 1);
+	if (!op->params_buf) {
+		op_free(op);
+		return -ENOMEM;
+	}
+	memcpy(op->params_buf, params, len);
+	if (msgpack_unpack_next(&op->params, op->params_buf, len, &off) != MSGPACK_UNPACK_SUCCESS ||
 	    op->params.data.type != MSGPACK_OBJECT_MAP) {
 		op_free(op);
 		return -EINVAL;
