@@ -16,8 +16,9 @@
 
 struct evbuffer;
 
-/* Deeper documents are refused (the parser recurses). */
-#define JSON_MAX_DEPTH 64
+/* Deeper documents are refused: the parser recurses, and msgpack-c's
+ * unpacker stops at 32 levels of containers. */
+#define JSON_MAX_DEPTH 32
 
 /*
  * Parses one JSON value (surrounding white space allowed) into out, an
