@@ -281,6 +281,8 @@ static void e2b_destroy(struct sandbox *sb)
 	es->destroying = true;
 	if (es->keepalive_timer)
 		event_del(es->keepalive_timer);
+	if (es->setup_timer)
+		event_del(es->setup_timer);
 	e2b_api_cancel(es->keepalive_req);
 	e2b_api_cancel(es->check_req);
 	es->keepalive_req = es->check_req = NULL;
