@@ -221,27 +221,41 @@ static void exec_finish(struct e2b_op *op, int errcode, const char *msg)
 		sandbox_exec_finish(ex, errcode ? NULL : &res, errcode, msg);
 }
 
+static void send_aux(struct e2b_sandbox *es, uint32_t pid, const char *rpc, const char *input_b64);
+
 static void on_aux_done(struct http_request *r, int err, long status, void *arg)
 {
-	op_free(arg);
+	struct e2b_op *op = arg;
+	struct e2b_sandbox *es = op->es;
+	uint32_t pid = op->pid;
+	bool close_stdin = op->ended;
+
+	op_free(op);
+	/* Sent only now: separate connections could deliver it first. */
+	if (close_stdin)
+		send_aux(es, pid, "CloseStdin", NULL);
 }
 
-/* SendSignal, SendInput, CloseStdin: unary Connect calls, fire and forget
- * (the exec's own stream reports what came of them). */
-static void send_aux(struct e2b_op *exec, const char *rpc, const char *input_b64)
+/* SendSignal, SendInput (then CloseStdin), CloseStdin: unary Connect
+ * calls, fire and forget (the exec's own stream reports what came of
+ * them). */
+static void send_aux(struct e2b_sandbox *es, uint32_t pid, const char *rpc, const char *input_b64)
 {
-	struct e2b_op *op = op_new(exec->es, OP_AUX, 0);
+	struct e2b_op *op = op_new(es, OP_AUX, 0);
 	struct evbuffer *b = evbuffer_new();
 	char path[64];
 	int rc = -ENOMEM;
 
 	if (!op || !b)
 		goto out;
+	op->pid = pid;
+	/* In an aux op, "ended" says: CloseStdin follows this SendInput. */
+	op->ended = input_b64 != NULL;
 	snprintf(path, sizeof(path), "/process.Process/%s", rpc);
-	op->http = sandbox_request(exec->es, E2B_PORT_ENVD, "POST", path);
+	op->http = sandbox_request(es, E2B_PORT_ENVD, "POST", path);
 	if (!op->http)
 		goto out;
-	evbuffer_add_printf(b, "{\"process\":{\"pid\":%" PRIu32 "}", exec->pid);
+	evbuffer_add_printf(b, "{\"process\":{\"pid\":%" PRIu32 "}", pid);
 	if (!strcmp(rpc, "SendSignal"))
 		evbuffer_add_printf(b, ",\"signal\":\"SIGNAL_SIGKILL\"}");
 	else if (input_b64)
@@ -256,7 +270,7 @@ out:
 	if (b)
 		evbuffer_free(b);
 	if (rc < 0 && op) {
-		sb_log_warn(exec->es->sb, "envd %s for pid %" PRIu32 " not sent: %s", rpc, exec->pid, strerror(-rc));
+		sb_log_warn(es->sb, "envd %s for pid %" PRIu32 " not sent: %s", rpc, pid, strerror(-rc));
 		op_free(op);
 	}
 }
@@ -271,7 +285,7 @@ static void exec_kill(struct e2b_op *op, enum exec_limit why)
 		return;
 	op->killed = true;
 	if (op->pid)
-		send_aux(op, "SendSignal", NULL);
+		send_aux(op->es, op->pid, "SendSignal", NULL);
 	/* Still no end event by then: the exec ends here, its stream closed. */
 	evtimer_add(op->timer, &tv);
 }
@@ -330,25 +344,26 @@ static void exec_event(struct e2b_op *op, const msgpack_object *msg)
 		if (ipc_get_uint(x, "pid", &pid) == 0 && pid <= UINT32_MAX)
 			op->pid = (uint32_t)pid;
 		if (op->killed)
-			send_aux(op, "SendSignal", NULL);
-		if (op->stdin_data) {
+			send_aux(op->es, op->pid, "SendSignal", NULL);
+		if (op->stdin_data && op->stdin_len) {
 			char *b64 = malloc(base64_encoded_len(op->stdin_len) + 1);
 
 			if (b64) {
 				b64[base64_encode(op->stdin_data, op->stdin_len, b64)] = '\0';
-				send_aux(op, "SendInput", b64);
+				send_aux(op->es, op->pid, "SendInput", b64);
 				free(b64);
 			}
+		} else if (op->stdin_data) {
+			send_aux(op->es, op->pid, "CloseStdin", NULL);
 		}
-		if (op->stdin_data)
-			send_aux(op, "CloseStdin", NULL);
 	} else if ((x = ipc_map_get(ev, "data"))) {
 		if (ipc_get_str(x, "stdout", &s, &len) == 0)
 			exec_output(op, 1, s, len);
 		else if (ipc_get_str(x, "stderr", &s, &len) == 0)
 			exec_output(op, 2, s, len);
 	} else if ((x = ipc_map_get(ev, "end"))) {
-		int64_t code = -1;
+		/* Proto3's JSON leaves out zero values: no exitCode is 0. */
+		int64_t code = 0;
 		bool exited = false;
 
 		(void)ipc_get_int(x, "exitCode", &code);

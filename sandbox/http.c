@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 
 #include "daemon/clock.h"
 #include "daemon/log.h"
@@ -31,7 +32,9 @@ struct http_request {
 	http_done_cb on_done;
 	void *arg;
 	bool running;
+	bool pending; /* on http.pending, to be added to the multi handle */
 	bool aborted; /* on_data said stop */
+	TAILQ_ENTRY(http_request) pending_link;
 	char *resp_headers[HTTP_MAX_HEADERS];
 	unsigned n_resp_headers;
 	size_t resp_header_bytes;
@@ -47,8 +50,12 @@ static struct {
 	struct event_base *base;
 	CURLM *multi;
 	struct event *timer;
+	/* libcurl refuses new transfers from inside its own callbacks (an
+	 * exec's output may ask for a kill): they start from the loop. */
+	struct event *kick;
+	TAILQ_HEAD(, http_request) pending;
 	bool global_init;
-} http;
+} http = { .pending = TAILQ_HEAD_INITIALIZER(http.pending) };
 
 static void check_done(void)
 {
@@ -155,6 +162,24 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_request *r;
+	int running;
+
+	while ((r = TAILQ_FIRST(&http.pending))) {
+		TAILQ_REMOVE(&http.pending, r, pending_link);
+		r->pending = false;
+		if (curl_multi_add_handle(http.multi, r->easy) != CURLM_OK) {
+			r->on_done(r, -ENOMEM, 0, r->arg);
+			continue;
+		}
+		r->running = true;
+	}
+	curl_multi_socket_action(http.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	check_done();
+}
+
 int http_init(struct event_base *base)
 {
 	if (!http.global_init) {
@@ -165,7 +190,8 @@ int http_init(struct event_base *base)
 	http.base = base;
 	http.multi = curl_multi_init();
 	http.timer = evtimer_new(base, on_timer, NULL);
-	if (!http.multi || !http.timer) {
+	http.kick = event_new(base, -1, 0, on_kick, NULL);
+	if (!http.multi || !http.timer || !http.kick) {
 		http_shutdown();
 		return -ENOMEM;
 	}
@@ -182,8 +208,11 @@ void http_shutdown(void)
 		curl_multi_cleanup(http.multi);
 	if (http.timer)
 		event_free(http.timer);
+	if (http.kick)
+		event_free(http.kick);
 	http.multi = NULL;
 	http.timer = NULL;
+	http.kick = NULL;
 	if (http.global_init) {
 		curl_global_cleanup();
 		http.global_init = false;
@@ -281,9 +310,7 @@ static size_t header_cb(char *data, size_t size, size_t n, void *userp)
 
 int http_request_start(struct http_request *r, http_data_cb on_data, http_done_cb on_done, void *arg)
 {
-	CURLMcode mc;
-
-	if (!http.multi)
+	if (!http.multi || r->running || r->pending)
 		return -ENOTCONN;
 	r->easy = r->easy ? r->easy : curl_easy_init();
 	if (!r->easy)
@@ -334,10 +361,9 @@ int http_request_start(struct http_request *r, http_data_cb on_data, http_done_c
 	} else {
 		curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, (long)r->timeout_ms);
 	}
-	mc = curl_multi_add_handle(http.multi, r->easy);
-	if (mc != CURLM_OK)
-		return -ENOMEM;
-	r->running = true;
+	r->pending = true;
+	TAILQ_INSERT_TAIL(&http.pending, r, pending_link);
+	event_active(http.kick, 0, 0);
 	return 0;
 }
 
@@ -347,6 +373,8 @@ void http_request_free(struct http_request *r)
 		return;
 	if (r->running)
 		curl_multi_remove_handle(http.multi, r->easy);
+	if (r->pending)
+		TAILQ_REMOVE(&http.pending, r, pending_link);
 	if (r->easy)
 		curl_easy_cleanup(r->easy);
 	curl_slist_free_all(r->headers);
