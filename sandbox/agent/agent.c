@@ -9,6 +9,7 @@
  */
 #include "autoconfig.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -322,14 +323,155 @@ static struct agent_exec *exec_find(uint64_t id)
 	return NULL;
 }
 
-/* Only while the leader is unreaped: until then its pid, which is also the
- * group id, cannot have been reused. The direct kill covers a child that
- * has not reached setsid() yet. */
+/* One process of the PID namespace, as /proc shows it. */
+struct proc_entry {
+	pid_t pid;
+	pid_t ppid;
+	bool live;	/* neither a zombie nor dead */
+	int8_t below; /* below the root being killed: 1 yes, 0 no, -1 not known yet */
+};
+
+static int proc_entry_cmp(const void *a, const void *b)
+{
+	const struct proc_entry *x = a, *y = b;
+
+	return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/* Every process of our PID namespace, sorted by pid, into *tab (grown as
+ * needed); the count, or -errno. */
+static ssize_t proc_scan(struct proc_entry **tab, size_t *cap)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	size_t n = 0;
+
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		char path[300], buf[512], *rp, state;
+		int ppid, fd;
+		ssize_t len;
+
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue; /* gone meanwhile */
+		len = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (len <= 0)
+			continue;
+		buf[len] = '\0';
+		/* "pid (comm) S ppid ...": comm may hold spaces and parentheses. */
+		rp = strrchr(buf, ')');
+		if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2)
+			continue;
+		if (n == *cap) {
+			size_t ncap = *cap ? *cap * 2 : 64;
+			struct proc_entry *t = realloc(*tab, ncap * sizeof(*t));
+
+			if (!t) {
+				closedir(d);
+				return -ENOMEM;
+			}
+			*tab = t;
+			*cap = ncap;
+		}
+		(*tab)[n++] = (struct proc_entry){ .pid = (pid_t)atoi(e->d_name), .ppid = (pid_t)ppid,
+						   .live = state != 'Z' && state != 'X', .below = -1 };
+	}
+	closedir(d);
+	qsort(*tab, n, sizeof(**tab), proc_entry_cmp);
+	return (ssize_t)n;
+}
+
+/* The parent of p in the table, or NULL (pid 1's parent is not in it). */
+static struct proc_entry *proc_parent(struct proc_entry *t, size_t n, const struct proc_entry *p)
+{
+	struct proc_entry key = { .pid = p->ppid };
+
+	return bsearch(&key, t, n, sizeof(*t), proc_entry_cmp);
+}
+
+/* Whether t[i] descends from root. The answer is remembered for every
+ * process on the way up, so a whole scan costs one walk per branch. */
+static bool proc_below(struct proc_entry *t, size_t n, size_t i, pid_t root)
+{
+	struct proc_entry *p = &t[i];
+	int8_t verdict = 0;
+
+	/* A chain longer than the table is a loop (a pid reused mid-scan). */
+	for (size_t steps = 0; p && steps <= n; steps++) {
+		if (p->below >= 0 || p->ppid == root) {
+			verdict = p->below >= 0 ? p->below : 1;
+			break;
+		}
+		p = proc_parent(t, n, p);
+	}
+	for (p = &t[i]; p && p->below < 0; p = p->ppid == root ? NULL : proc_parent(t, n, p))
+		p->below = verdict;
+	return verdict == 1;
+}
+
+/*
+ * Kills an exec: its leader and every process it started, wherever their
+ * session or process group. Only while the leader is unreaped: until then
+ * its pid cannot have been reused.
+ *
+ * Why this is complete: the leader is a child subreaper (set before its
+ * execve, which keeps it; seccomp stops user code from clearing it) and
+ * seccomp refuses clone(CLONE_PARENT), so while the leader lives every
+ * process it started stays below it in the process tree: an orphan is
+ * adopted by the leader, never by us. The leader is stopped first, so it
+ * forks no more; each round kills every live process below it, and one
+ * forked meanwhile is found in the next round, since a SIGKILLed process
+ * cannot fork. Once nothing lives below the leader, it is killed too.
+ *
+ * Simpler options are wrong or not always there: the process group is
+ * left by setsid()/setpgid(); killing all of the PID namespace would also
+ * take the contexts and what earlier execs left running in the
+ * background; a cgroup per exec needs a delegated cgroup (not rootless,
+ * not every v1 host); a reaper process per exec costs a process per exec
+ * and, rootless, runs as the very uid user code could kill it with.
+ */
+#define EXEC_KILL_ROUNDS 1000
+
+/* exec_kill()'s view of /proc, kept between kills; as large as the most
+ * processes the namespace has held at a kill. */
+static struct proc_entry *proc_tab;
+static size_t proc_tab_cap;
+
 static void exec_kill(struct agent_exec *ex)
 {
+	struct timespec nap = { 0, 1000000 };
+	unsigned round;
+
 	if (ex->state != EXEC_RUNNING)
 		return;
-	kill(-ex->pid, SIGKILL);
+	kill(ex->pid, SIGSTOP);
+	for (round = 0; round < EXEC_KILL_ROUNDS; round++) {
+		ssize_t n = proc_scan(&proc_tab, &proc_tab_cap);
+		unsigned killed = 0;
+
+		if (n < 0) {
+			log_warn("exec %" PRIu64 ": cannot list processes (%s); killing its process group only",
+				 ex->id, strerror((int)-n));
+			kill(-ex->pid, SIGKILL);
+			break;
+		}
+		for (size_t i = 0; i < (size_t)n; i++)
+			if (proc_tab[i].live && proc_below(proc_tab, (size_t)n, i, ex->pid) &&
+			    kill(proc_tab[i].pid, SIGKILL) == 0)
+				killed++;
+		if (!killed)
+			break;
+		/* Give the killed a moment to become zombies. */
+		nanosleep(&nap, NULL);
+	}
+	if (round == EXEC_KILL_ROUNDS)
+		log_warn("exec %" PRIu64 ": processes still alive below it after %u rounds", ex->id, round);
 	kill(ex->pid, SIGKILL);
 }
 
@@ -692,6 +834,9 @@ static void __attribute__((noreturn)) child_main(const struct child_plan *c, pid
 	/* After setresuid(), which clears the parent-death signal. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		child_fail(rep, "prctl(PR_SET_PDEATHSIG): %s", strerror(errno));
+	/* Kept across execve; exec_kill() says why. */
+	if (c->subreaper && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+		child_fail(rep, "prctl(PR_SET_CHILD_SUBREAPER): %s", strerror(errno));
 	if (getppid() != agent_pid)
 		_exit(127); /* the agent died before PDEATHSIG was set: nobody to answer */
 	/* Last, as in bubblewrap: nothing after this needs a denied call. */
@@ -897,6 +1042,7 @@ static int exec_start(const struct exec_spec *s, uint32_t msgid, char *why, size
 	struct agent_exec *ex = TAILQ_FIRST(&agent.free);
 	struct child_plan c = {
 		.stdin_fd = -1, .out_fd = -1, .err_fd = -1, .chan_fd = -1, .report_fd = -1,
+		.subreaper = true,
 	};
 	struct timeval tv;
 	const char *what;
@@ -1221,6 +1367,7 @@ static void agent_teardown(void)
 	event_base_free(agent.base);
 	ipc_reader_destroy(&agent.reader);
 	free(user_filter.filter);
+	free(proc_tab);
 }
 
 int main(int argc, char **argv)

@@ -36,6 +36,9 @@ struct child_plan {
 	int err_fd;
 	int chan_fd;   /* placed at AGENT_CHAN_FD */
 	int report_fd; /* write end of the failure pipe, closed by execve */
+	/* A child subreaper (execs): orphans of its descendants are adopted
+	 * by it instead of by the agent, so a kill finds them below it. */
+	bool subreaper;
 	/* Instead of execve: called as the user, after the whole set-up; its
 	 * return value is the child's exit status. */
 	int (*run)(void *arg);

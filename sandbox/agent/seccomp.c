@@ -56,6 +56,17 @@ static int add_rules(scmp_filter_ctx ctx)
 	for (size_t i = 0; i < sizeof(ns_flags) / sizeof(ns_flags[0]) && rc == 0; i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
 				      SCMP_A0(SCMP_CMP_MASKED_EQ, ns_flags[i], ns_flags[i]));
+	/* A process made with CLONE_PARENT is its parent's sibling: the exec
+	 * leader's would be the agent's child, out of the tree an exec's
+	 * timeout kills (agent.c, exec_kill). */
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+				      SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_PARENT, CLONE_PARENT));
+	/* The leader stays a subreaper: clearing it would hand its orphans to
+	 * the agent, out of that tree too. Setting it stays allowed. */
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prctl), 2,
+				      SCMP_A0(SCMP_CMP_EQ, PR_SET_CHILD_SUBREAPER), SCMP_A1(SCMP_CMP_EQ, 0));
 	/* clone3 passes its flags in memory, out of seccomp's sight: say it
 	 * does not exist, and libc falls back to clone. */
 	if (rc == 0)

@@ -615,6 +615,150 @@ START_TEST(test_cpu_spin_timeout)
 }
 END_TEST
 
+/* ---- 3b. processes that leave the exec's session ----------------------- */
+
+/* Host processes below the daemon whose argv is exactly {"sleep", arg}. */
+static unsigned count_host_sleeps(const char *arg)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	unsigned n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d))) {
+		char path[300], cmd[64], want[64];
+		pid_t pid = (pid_t)atoi(e->d_name);
+		int fd, wl = snprintf(want, sizeof(want), "sleep%c%s", '\0', arg) + 1;
+		ssize_t len;
+
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		len = read(fd, cmd, sizeof(cmd));
+		close(fd);
+		if (len == wl && !memcmp(cmd, want, (size_t)wl) && pid_descends_from(pid, fx.pid))
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* Each "started" line seen: how many of the three sleeps the host had then. */
+struct tree_probe {
+	int host_sleeps;
+	char out[256];
+	size_t len;
+};
+
+static void probe_output(void *arg, int stream, const void *data, size_t len)
+{
+	struct tree_probe *tp = arg;
+
+	if (stream != SANDPOOL_STDOUT || len >= sizeof(tp->out) - tp->len)
+		return;
+	memcpy(tp->out + tp->len, data, len);
+	tp->len += len;
+	tp->out[tp->len] = '\0';
+	if (strstr(tp->out, "started\n") && tp->host_sleeps < 0)
+		tp->host_sleeps = (int)(count_host_sleeps("1000") + count_host_sleeps("1001") +
+					count_host_sleeps("1002"));
+}
+
+START_TEST(test_exec_timeout_kills_tree)
+{
+	/* Three ways out of the exec's process group: setsid under a living
+	 * parent, setsid then orphaned (the subshell exits), and setpgid. The
+	 * numbers are spelt ${n}0 so that no command line holds them but the
+	 * sleeps'. The leader waits until all three run, then outlives its
+	 * timeout. */
+	static const char script[] =
+		"n=100\n"
+		"setsid sh -c \"sleep ${n}0\" </dev/null >/dev/null 2>&1 &\n"
+		"(setsid sleep ${n}1 </dev/null >/dev/null 2>&1 &)\n"
+		"python3 -c \"import os; os.setpgid(0, 0); os.execvp('sleep', ['sleep', '${n}2'])\" "
+		"</dev/null >/dev/null 2>&1 &\n"
+		"until [ \"$(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' | grep -c \"^${n}[0-2]$\")\" = 3 ]; do\n"
+		"  sleep 0.05\n"
+		"done\n"
+		"echo started\n"
+		"sleep 30\n";
+	static const char list[] = "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | tr -s ' ' '\\n'";
+	/* What the sandbox's own code can try against the leader's role. */
+	static const char py_escape[] =
+		"PR_SET_CHILD_SUBREAPER = 36\n"
+		"CLONE_PARENT = 0x8000\n"
+		"say('unsubreaper', err(libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)))\n"
+		"say('subreaper', err(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)))\n"
+		"say('clone_parent', err(sc(%d, CLONE_PARENT | 17, 0, 0, 0, 0)))\n";
+	struct sandpool *sp = fixture_connect(&fx);
+	struct sandpool_lease_opts lo = { .template_name = "shell", .wait_ms = 10000 };
+	struct tree_probe tp = { .host_sleeps = -1 };
+	struct sandpool_exec_opts o = { .cmd = script, .timeout_ms = 4000, .on_output = probe_output,
+					.output_arg = &tp };
+	struct sandpool_exec_result res;
+	struct sandpool_lease l;
+	struct sandpool_error err;
+	char pyscript[512];
+	double t0, took;
+	unsigned left = 0;
+
+	memset(&l, 0, sizeof(l));
+	ck_assert_msg(sandpool_lease(sp, &lo, &l, &err) == 0, "lease: %s", err.message);
+
+	/* An exec that ends on its own leaves its background work running:
+	 * the kill below must not touch it. */
+	exec_in(sp, l.lease_id, "setsid sleep 1003 </dev/null >/dev/null 2>&1 &", &res);
+	ASSERT_EXITED(&res, 0);
+	sandpool_exec_result_free(&res);
+
+	t0 = now_s();
+	exec_opts_in(sp, l.lease_id, &o, &res);
+	took = now_s() - t0;
+	ck_assert_msg(strstr(tp.out, "started\n"), "the sleeps never all ran; stdout:\n%s\nstderr:\n%s", tp.out,
+		      res.stderr_buf);
+	ck_assert_int_eq(tp.host_sleeps, 3);
+	ASSERT_LIMIT(&res, "timeout");
+	ck_assert(!res.has_exit_code);
+	ck_assert_int_eq(res.signal, SIGKILL);
+	ck_assert_msg(took < 6.0, "exec took %.2f s", took);
+	sandpool_exec_result_free(&res);
+
+	/* Lease still held: none of the three is left, inside or on the host,
+	 * and the earlier exec's sleep still runs. */
+	exec_in(sp, l.lease_id, list, &res);
+	ck_assert_msg(!strstr(res.stdout_buf, "\n1000\n") && !strstr(res.stdout_buf, "\n1001\n") &&
+			      !strstr(res.stdout_buf, "\n1002\n"),
+		      "left in the sandbox:\n%s", res.stdout_buf);
+	ck_assert_msg(strstr(res.stdout_buf, "\n1003\n"), "the background sleep is gone:\n%s", res.stdout_buf);
+	sandpool_exec_result_free(&res);
+	for (int i = 0; i < 200; i++) {
+		left = count_host_sleeps("1000") + count_host_sleeps("1001") + count_host_sleeps("1002");
+		if (!left)
+			break;
+		usleep(10000);
+	}
+	ck_assert_uint_eq(left, 0);
+	ck_assert_uint_eq(count_host_sleeps("1003"), 1);
+
+	/* The leader's role cannot be undone from inside. */
+	snprintf(pyscript, sizeof(pyscript), py_escape, SYS_clone);
+	exec_py_in(sp, l.lease_id, pyscript, &res);
+	ASSERT_EXITED(&res, 0);
+	ASSERT_OUT(&res, "unsubreaper=EPERM\n");
+	ASSERT_OUT(&res, "subreaper=ok\n");
+	ASSERT_OUT(&res, "clone_parent=EPERM\n");
+	sandpool_exec_result_free(&res);
+
+	ck_assert_int_eq(sandpool_release(sp, l.lease_id, &err), 0);
+	sandpool_lease_free(&l);
+	sandpool_close(sp);
+	assert_still_serving();
+}
+END_TEST
+
 /* ---- 4. filling the disk ------------------------------------------------- */
 
 START_TEST(test_fill_workspace)
@@ -1248,6 +1392,7 @@ static Suite *escape_suite(void)
 	tcase_add_test(tc, test_fork_bomb);
 	tcase_add_test(tc, test_memory_bomb);
 	tcase_add_test(tc, test_cpu_spin_timeout);
+	tcase_add_test(tc, test_exec_timeout_kills_tree);
 	tcase_add_test(tc, test_fill_workspace);
 	tcase_add_test(tc, test_host_files_hidden);
 	tcase_add_test(tc, test_cross_sandbox_signals);
