@@ -263,8 +263,10 @@ def execute(port, sb, code, **fields):
     return [ev for ev in events if ev["type"] != "keepalive"]
 
 
-def start_process(port, sb, cmd, args, **fields):
+def start_process(port, sb, cmd, args, cwd=None, **fields):
     req = {"process": {"cmd": cmd, "args": args}}
+    if cwd is not None:
+        req["process"]["cwd"] = cwd
     req.update(fields)
     s = RawStream(port, "POST", "/process.Process/Start",
                   sandbox_headers(sb, ENVD, {"Content-Type": "application/connect+json"}), envelope(req))
@@ -641,6 +643,35 @@ def test_bash(t):
     check(not [ev for ev in events if ev["type"] == "error"], f"exit 0 has no error {events}")
 
 
+def test_javascript(t):
+    a = t.a
+    sb = t.sandbox
+    if "javascript" not in a.state()["languages"]:
+        print("   (node not installed: skipped)")
+        return
+    execute(a.port, sb, "let x = 41", language="javascript")
+    events = execute(a.port, sb, "console.log('out'); display('shown'); x + 1", language="javascript")
+    check(main_result(events) == "42", f"js x + 1: {events}")
+    check([ev["text"] for ev in events if ev["type"] == "stdout"] == ["out\n"], f"js stdout {events}")
+    check([(ev["text"], ev["is_main_result"]) for ev in events if ev["type"] == "result"]
+          == [("shown", False), ("42", True)], f"js display {events}")
+    events = execute(a.port, sb, "null.x", language="js")
+    errors = [ev for ev in events if ev["type"] == "error"]
+    check(len(errors) == 1 and errors[0]["name"] == "TypeError", f"js error {events}")
+    events = execute(a.port, sb, "require('child_process').execSync('echo raw', {stdio: 'inherit'}); 'after'",
+                     language="javascript")
+    check(main_result(events) == "after" and {"type": "stdout", "text": "raw\n"}.items()
+          <= next(ev for ev in events if ev["type"] == "stdout").items(), f"a raw line on the events pipe {events}")
+    s = execute_stream(a.port, sb, "console.log('start'); while (true) {}", language="javascript")
+    for _, ev in s.ndjson():
+        if ev["type"] == "stdout":
+            break
+    s.close()
+    t0 = time.monotonic()
+    events = execute(a.port, sb, "x", language="javascript")
+    check(main_result(events) == "41" and time.monotonic() - t0 < 6, f"js interrupt kept the kernel {events}")
+
+
 def test_contexts(t):
     a = t.a
     sb = t.sandbox
@@ -693,6 +724,20 @@ def test_files(t):
                    if f == 0 and "data" in m["event"])
     s.close()
     check(out == b"hello", f"a process sees the file {out}")
+    if a.state()["view"]:
+        # processes see the sandbox's /home and /tmp: absolute paths agree with /files
+        s = start_process(a.port, sb, "/bin/sh", ["-c", "cat /home/user/dir/a.txt; echo $HOME; echo t > /tmp/t"],
+                          cwd="/")
+        out = b"".join(base64.b64decode(m["event"]["data"]["stdout"]) for f, m in s.envelopes()
+                       if f == 0 and "data" in m["event"])
+        s.close()
+        check(out == b"hello/home/user\n", f"absolute paths in a process {out}")
+        status, _, data = a.sandbox(sb, ENVD, "GET", "/files?path=/tmp/t")
+        check(status == 200 and data == b"t\n", f"a process wrote the sandbox's /tmp: {status} {data}")
+        events = execute(a.port, sb, "open('/home/user/dir/a.txt').read()")
+        check(main_result(events) == "hello", f"absolute paths in a cell {events}")
+    else:
+        print("   (no mount namespace here: absolute paths are the host's; not checked)")
     status, _, out = a.rpc(sb, "/filesystem.Filesystem/Remove", {"path": "/home/user/dir/a.txt"})
     check(status == 200 and out == {}, f"Remove {status} {out}")
     status, _, out = a.sandbox(sb, ENVD, "GET", "/files?path=/home/user/dir/a.txt")
@@ -845,7 +890,8 @@ def test_upstream(t):
 # test_ttl mostly waits: it runs in a thread beside these, on its own connection, and is over before test_faults
 # (whose rules would catch its requests).
 TESTS = [test_lifecycle, test_listing, test_violations, test_robustness, test_process_exit, test_process_stdin,
-         test_process_signal, test_execute, test_streaming, test_interrupt, test_bash, test_contexts, test_files,
+         test_process_signal, test_execute, test_streaming, test_interrupt, test_bash, test_javascript, test_contexts,
+         test_files,
          test_faults, test_vanish, test_curl_keepalive, test_upstream]
 
 

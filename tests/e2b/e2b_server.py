@@ -38,7 +38,8 @@ import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-KERNEL_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2b_kernel.py")
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE = shutil.which("node") or ("/usr/bin/node" if os.access("/usr/bin/node", os.X_OK) else None)
 CODE_INTERPRETER_PORT = 49999
 ENVD_PORT = 49983
 DEFAULT_TIMEOUT_S = 15  # NewSandbox.timeout default
@@ -447,6 +448,50 @@ def pidfd_for(pid):
 # ---------------------------------------------------------------------------------------------------------------
 # Sandboxes and what runs in them
 
+# The kernel of each language, given its source on the command line: in the process's view (below) /tmp is the
+# sandbox's, and the source tree may be under the host's /tmp.
+def _read(name):
+    with open(os.path.join(HERE, name)) as f:
+        return f.read()
+
+
+KERNELS = {"python": [sys.executable, "-c", _read("e2b_kernel.py")]}
+if NODE:
+    KERNELS["javascript"] = [NODE, "-e", _read("e2b_kernel.js")]
+LANGUAGES = sorted(set(KERNELS) | {"bash"})
+
+# What a sandbox's processes (envd's, kernels, bash cells) see: its /home and /tmp mounted over the host's in a
+# mount namespace of their own, so that absolute paths agree with what /files wrote. unshare(1) execs in place:
+# the pid, exit status and signals are the command's own.
+VIEW_SCRIPT = 'mount --bind "$1" /home && mount --bind "$2" /tmp && cd "$3" && shift 3 && exec "$@"'
+VIEW_PREFIXES = (["unshare", "--mount", "--propagation", "private"],
+                 ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"])
+
+
+def probe_view(workdir):
+    """The unshare prefix that gives processes the sandbox's view here, or None (then paths are only mapped)."""
+    home, tmp = os.path.join(workdir, "probe-home"), os.path.join(workdir, "probe-tmp")
+    os.makedirs(home, exist_ok=True)
+    os.makedirs(tmp, exist_ok=True)
+    try:
+        for prefix in VIEW_PREFIXES:
+            try:
+                r = subprocess.run(prefix + ["/bin/sh", "-c", VIEW_SCRIPT, "sh", home, tmp, "/tmp", "/bin/true"],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   timeout=20)
+            except (OSError, subprocess.TimeoutExpired):
+                continue
+            if r.returncode == 0:
+                return prefix
+        return None
+    finally:
+        os.rmdir(home)
+        os.rmdir(tmp)
+
+
+class SpawnError(Exception):
+    """A process of a sandbox cannot start (missing command or working directory)."""
+
 class KernelProc:
     """The server's side of one python kernel."""
 
@@ -469,7 +514,8 @@ class KernelProc:
                 pass
 
     def read_events(self, timeout):
-        """Events available within timeout: (list of dicts, eof)."""
+        """Events available within timeout: (list of dicts, eof). A line that is not an event (a subprocess of
+        the cell wrote to the kernel's stdout) is output of the cell."""
         events = []
         fd = self.popen.stdout.fileno()
         readable, _, _ = select.select([fd], [], [], timeout)
@@ -482,7 +528,14 @@ class KernelProc:
         *lines, self.buf = self.buf.split(b"\n")
         for line in lines:
             if line:
-                events.append(json.loads(line))
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = None
+                if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                    event = {"type": "stdout", "text": line.decode("utf-8", "replace") + "\n",
+                             "timestamp": now_iso()}
+                events.append(event)
         return events, False
 
 
@@ -524,6 +577,7 @@ class Proc:
 
 class Sandbox:
     def __init__(self, app, template_id, metadata, env_vars, timeout, secure):
+        self.app = app
         self.id = new_sandbox_id()
         self.template_id = template_id
         self.metadata = dict(metadata)
@@ -589,10 +643,44 @@ class Sandbox:
 
     def env(self, extra=None):
         env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-               "HOME": self.map_path(SANDBOX_HOME), "USER": "user", "LOGNAME": "user", "LANG": "C.UTF-8"}
+               "HOME": SANDBOX_HOME if self.app.view else self.map_path(SANDBOX_HOME),
+               "USER": "user", "LOGNAME": "user", "LANG": "C.UTF-8"}
         env.update(self.env_vars)
         env.update(extra or {})
         return env
+
+    def spawn(self, argv, cwd, env, **popen_args):
+        """Starts argv in the sandbox (in its own session); SpawnError when it cannot, as envd says it."""
+        try:
+            host = self.map_path(cwd)
+        except PermissionError as e:
+            raise SpawnError(str(e)) from None
+        inside = self.sandbox_path(host)
+        if self.app.view and inside.split("/")[1] not in ("home", "tmp"):
+            host = inside  # outside the sandbox's two mounts the process sees the host
+        if not os.path.isdir(host):
+            raise SpawnError(f"cwd '{cwd}' does not exist")
+        cmd = argv[0]
+        if "/" in cmd:
+            seen = cmd if cmd.startswith("/") else os.path.join(inside if self.app.view else host, cmd)
+            try:
+                path = self.map_path(seen) if self.app.view and seen.split("/")[1] in ("home", "tmp") else seen
+            except PermissionError:
+                path = None
+            found = path is not None and os.path.isfile(path) and os.access(path, os.X_OK)
+        else:
+            found = shutil.which(cmd, path=env.get("PATH")) is not None
+        if not found:
+            # envd's words (Go's exec) for a command that cannot start
+            why = "no such file or directory" if "/" in cmd else "executable file not found in $PATH"
+            raise SpawnError(f"error starting process '{' '.join(argv)}': exec: \"{cmd}\": {why}")
+        if self.app.view:
+            argv = self.app.view + ["/bin/sh", "-c", VIEW_SCRIPT, "sh", os.path.join(self.root, "home"),
+                                    os.path.join(self.root, "tmp"), inside, *argv]
+        try:
+            return subprocess.Popen(argv, cwd=host, env=env, start_new_session=True, **popen_args)
+        except OSError as e:
+            raise SpawnError(f"error starting process '{cmd}': {e.strerror or e}") from None
 
     def destroy(self):
         with self.lock:
@@ -675,6 +763,7 @@ class App:
         self.faults = []
         self.templates = set(args.templates.split(",")) if args.templates else None
         self.workdir = tempfile.mkdtemp(prefix="e2bsrv-")
+        self.view = probe_view(self.workdir)
         self.stop = threading.Event()
         # upstream mode: what this proxy saw of the upstream's sandboxes
         self.known = {}  # sandbox id -> {"token", "domain", "templateID"}
@@ -1378,17 +1467,20 @@ class Handler(BaseHTTPRequestHandler):
     @staticmethod
     def normalize_language(language):
         language = (language or "python").strip().lower()
-        return {"js": "javascript", "ts": "typescript", "sh": "bash"}.get(language, language)
+        return {"js": "javascript", "ts": "typescript"}.get(language, language)
 
     def ensure_context(self, sb, language, cwd):
         """Creates a context; returns it or an error message."""
-        if language not in ("python", "bash"):
-            return None, f"language {language!r} is not supported by the contract server (python, bash)"
+        if language not in LANGUAGES:
+            return None, f"language {language!r} is not supported by the contract server ({', '.join(LANGUAGES)})"
         ctx = Context(language, cwd)
         try:
             host = sb.map_path(cwd)
         except PermissionError as e:
             return None, str(e)
+        inside = sb.sandbox_path(host)
+        if sb.app.view and inside.split("/")[1] not in ("home", "tmp"):
+            host = inside
         if not os.path.isdir(host):
             return None, "Failed to set working directory"
         with sb.lock:
@@ -1489,27 +1581,29 @@ class Handler(BaseHTTPRequestHandler):
             if sb.dead:
                 self.error_json(404, "sandbox not found")
                 return
-            if ctx.language == "python":
-                self.execute_python(sb, ctx, req["code"], req.get("env_vars") or {})
-            else:
+            if ctx.language == "bash":
                 self.execute_bash(sb, ctx, req["code"], req.get("env_vars") or {})
+            else:
+                self.execute_kernel(sb, ctx, req["code"], req.get("env_vars") or {})
         finally:
             ctx.lock.release()
 
     def ndjson(self, stream, obj):
         stream.unit(json.dumps(obj).encode() + b"\n")
 
-    def start_kernel(self, sb, ctx):
-        popen = subprocess.Popen([sys.executable, KERNEL_SCRIPT],
-                                 cwd=sb.map_path(ctx.cwd), env=sb.env({"PYTHONDONTWRITEBYTECODE": "1"}),
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
-        ctx.kernel = KernelProc(popen)
-
-    def execute_python(self, sb, ctx, code, env_vars):
+    def execute_kernel(self, sb, ctx, code, env_vars):
+        """A python or javascript cell, in the context's kernel process (started on first use)."""
         if ctx.kernel is None or not ctx.kernel.alive():
             if ctx.kernel is not None:
                 ctx.kernel.kill()
-            self.start_kernel(sb, ctx)
+                ctx.kernel = None
+            try:
+                popen = sb.spawn(KERNELS[ctx.language], ctx.cwd, sb.env({"PYTHONDONTWRITEBYTECODE": "1"}),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            except SpawnError as e:
+                self.error_json(500, f"Failed to start the {ctx.language} kernel: {e}")
+                return
+            ctx.kernel = KernelProc(popen)
         kernel = ctx.kernel
         try:
             kernel.popen.stdin.write(json.dumps({"code": code, "env_vars": env_vars}).encode() + b"\n")
@@ -1634,10 +1728,13 @@ class Handler(BaseHTTPRequestHandler):
                 os.close(pidfd)
 
     def execute_bash(self, sb, ctx, code, env_vars):
+        try:
+            popen = sb.spawn(["/bin/bash", "-c", code], ctx.cwd, sb.env(env_vars), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except SpawnError as e:
+            self.error_json(500, f"Failed to run the bash cell: {e}")
+            return
         ctx.count += 1
-        popen = subprocess.Popen(["/bin/bash", "-c", code], cwd=sb.map_path(ctx.cwd), env=sb.env(env_vars),
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 start_new_session=True)
         ctx.bash = popen
         try:
             stream = Stream(self, "application/json")
@@ -1744,22 +1841,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         config = req["process"]
         try:
-            cwd = sb.map_path(config.get("cwd") or SANDBOX_HOME)
-        except PermissionError as e:
-            cwd, err = None, str(e)
-        else:
-            err = None if os.path.isdir(cwd) else f"cwd '{config.get('cwd')}' does not exist"
-        popen = None
-        if err is None:
-            try:
-                popen = subprocess.Popen([config["cmd"]] + config.get("args", []), cwd=cwd,
-                                         env=sb.env(config.get("envs")),
-                                         stdin=subprocess.PIPE if req.get("stdin", True) else subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-            except OSError as e:
-                err = f"error starting process '{config['cmd']}': {e.strerror or e}"
-        if popen is None:
-            stream.unit(envelope({"error": {"code": "invalid_argument", "message": err}}, 2))
+            popen = sb.spawn([config["cmd"]] + config.get("args", []), config.get("cwd") or SANDBOX_HOME,
+                             sb.env(config.get("envs")),
+                             stdin=subprocess.PIPE if req.get("stdin", True) else subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except SpawnError as e:
+            stream.unit(envelope({"error": {"code": "invalid_argument", "message": str(e)}}, 2))
             stream.finish()
             return
         proc = Proc(popen, config, req.get("tag"), req.get("stdin", True))
@@ -2110,6 +2197,8 @@ class Handler(BaseHTTPRequestHandler):
                 "violations_dropped": self.app.violations_dropped,
                 "internal_errors": list(self.app.internal_errors),
                 "faults": [r.describe() for r in self.app.faults if r.count != 0],
+                "view": self.app.view is not None,
+                "languages": LANGUAGES,
             }
         self.send_json(200, state)
 
