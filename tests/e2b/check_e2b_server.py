@@ -838,7 +838,7 @@ def test_vanish(t):
     check(a.state()["vanished"] == vanished + 1, "vanish counted")
 
 
-def test_curl_keepalive(t):
+def test_curl(t):
     if CURL is None:
         print("   (curl not installed: skipped)")
         return
@@ -854,6 +854,20 @@ def test_curl_keepalive(t):
     check(r.returncode == 0, f"curl failed: {r.stderr[-2000:]}")
     check(r.stderr.count("Re-using existing connection") == 2, f"curl opened new connections:\n{r.stderr[-3000:]}")
     check('"text": "42"' in r.stdout and "end_of_execution" in r.stdout, f"curl output {r.stdout}")
+    # a multipart upload as curl makes it, "Expect: 100-continue" included
+    blob = os.urandom(200 << 10)
+    path = os.path.join(t.tmp, "blob")
+    with open(path, "wb") as f:
+        f.write(blob)
+    envd = ["-H", f"E2b-Sandbox-Id: {sb['sandboxID']}", "-H", "E2b-Sandbox-Port: 49983",
+            "-H", f"X-Access-Token: {sb['envdAccessToken']}"]
+    r = subprocess.run([CURL, "-sS", "-v", "-f", *envd, "-H", "Expect: 100-continue", "-F", f"file=@{path}",
+                        f"{base}/files?path=up/blob"],
+                       capture_output=True, text=True, timeout=30)
+    check(r.returncode == 0 and "Expect: 100-continue" in r.stderr and "< HTTP/1.1 100 Continue" in r.stderr,
+          f"curl upload: {r.stderr[-2000:]}")
+    status, _, data = a.sandbox(sb, ENVD, "GET", "/files?path=/home/user/up/blob")
+    check(status == 200 and data == blob, f"uploaded {len(blob)} bytes, read back {status} {len(data)}")
 
 
 def test_upstream(t):
@@ -892,7 +906,7 @@ def test_upstream(t):
 TESTS = [test_lifecycle, test_listing, test_violations, test_robustness, test_process_exit, test_process_stdin,
          test_process_signal, test_execute, test_streaming, test_interrupt, test_bash, test_javascript, test_contexts,
          test_files,
-         test_faults, test_vanish, test_curl_keepalive, test_upstream]
+         test_faults, test_vanish, test_curl, test_upstream]
 
 
 class T:
@@ -928,6 +942,7 @@ def main():
         servers.append(c)
         a.wait_ready()
         t = T()
+        t.tmp = tmp
         t.a = Client(a.port, KEY_A)
         t.sandbox = t.a.create(timeout=120)
         ttl = T()
