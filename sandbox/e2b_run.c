@@ -1394,12 +1394,22 @@ static void on_listed(struct e2b_op *op, long status, struct evbuffer *body)
 		const msgpack_object *e = sorted[i];
 		const char *name = "", *type = "";
 		uint32_t nl = 0, tl = 0;
+		const char *sz;
+		uint32_t szl;
 		int64_t size = 0;
 		uint64_t mode = 0;
 
 		(void)ipc_get_str(e, "name", &name, &nl);
 		(void)ipc_get_str(e, "type", &type, &tl);
-		(void)ipc_get_int(e, "size", &size);
+		/* An int64: protojson writes it as a decimal string. */
+		if (ipc_get_str(e, "size", &sz, &szl) == 0) {
+			char digits[24];
+
+			snprintf(digits, sizeof(digits), "%.*s", (int)(szl < sizeof(digits) ? szl : 0), sz);
+			size = strtoll(digits, NULL, 10);
+		} else {
+			(void)ipc_get_int(e, "size", &size);
+		}
 		(void)ipc_get_uint(e, "mode", &mode);
 		msgpack_pack_map(&pk, 5);
 		ipc_pack_cstr(&pk, "name");
