@@ -8,10 +8,13 @@ set -u
 builddir=$(cd "${1:?usage: run.sh BUILDDIR OUTPUT}" && pwd)
 out=${2:?usage: run.sh BUILDDIR OUTPUT}
 export SANDPOOL_BUILDDIR="$builddir"
+# bench_e2b runs the E2B contract server from the source tree (E2B_SERVER overrides).
+SANDPOOL_SRCDIR=${SANDPOOL_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
+export SANDPOOL_SRCDIR
 tmp=$(mktemp -d /tmp/sandpool-bench-results-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
-progs="bench_lease bench_run bench_exec bench_create bench_memory bench_code"
+progs="bench_lease bench_run bench_exec bench_create bench_memory bench_code bench_e2b"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date +%s)
 status=0
