@@ -746,6 +746,18 @@ def test_files(t):
     check(status == 404 and out["code"] == "not_found", f"Remove of a missing file {status} {out}")
     status, _, _ = a.sandbox(sb, ENVD, "GET", "/files?path=" + urllib.parse.quote("../../../../etc/hostname"))
     check(status == 404, f"'..' left the sandbox: {status}")
+    # file-system refusals are error answers, not failures of the server
+    body, ctype = multipart("file", b"x")
+    status, _, out = a.sandbox(sb, ENVD, "POST", "/files?path=/home/user/plain", raw=body, content_type=ctype)
+    check(status == 200, f"upload {status}")
+    status, _, out = a.sandbox(sb, ENVD, "POST", "/files?path=/home/user/plain/inside", raw=body,
+                               content_type=ctype)
+    check(status == 500 and "/home/user/plain" in out["message"] and "e2bsrv" not in out["message"],
+          f"upload under a file: {status} {out}")
+    status, _, out = a.rpc(sb, "/filesystem.Filesystem/MakeDir", {"path": "/home/user/plain/d"})
+    check(status == 500 and out["code"] == "internal", f"MakeDir under a file: {status} {out}")
+    status, _, out = a.rpc(sb, "/filesystem.Filesystem/ListDir", {"path": "/home/user/a\u0000b"})
+    check(status == 403 and out["code"] == "permission_denied", f"NUL in a path: {status} {out}")
     body, ctype = multipart("other", b"x")
     status, _, _ = a.sandbox(sb, ENVD, "POST", "/files?path=/home/user/b", raw=body, content_type=ctype)
     check(status == 400, f"a part not named file answered {status}")

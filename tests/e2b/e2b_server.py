@@ -626,6 +626,8 @@ class Sandbox:
 
     def map_path(self, path, base=SANDBOX_HOME):
         """A sandbox path to the host path under root; '..' and symlinks cannot leave the root."""
+        if "\0" in path:
+            raise PermissionError(f"path {path!r} contains a NUL byte")
         if not path.startswith("/"):
             path = base.rstrip("/") + "/" + path
         norm = os.path.normpath("/" + path.lstrip("/"))
@@ -903,6 +905,7 @@ class Handler(BaseHTTPRequestHandler):
     fault = None
     drop_response = False
     peer_talking = False
+    response_started = False
 
     # --- plumbing ------------------------------------------------------------------------------------------
 
@@ -929,6 +932,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(code, {"code": code, "message": f"contract violation: {message or 'malformed request'}"})
         except OSError:
             pass
+
+    def send_response(self, code, message=None):
+        self.response_started = True
+        super().send_response(code, message)
 
     def drop_connection(self):
         self.close_connection = True
@@ -1054,6 +1061,7 @@ class Handler(BaseHTTPRequestHandler):
         self.fault = None
         self.drop_response = False
         self.peer_talking = False
+        self.response_started = False
         url = urllib.parse.urlsplit(self.path)
         self.url_path, self.query = url.path, url.query
         try:
@@ -1073,7 +1081,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
         except ClientGone:
             self.close_connection = True
-        except (BrokenPipeError, ConnectionResetError):
+        except (ConnectionError, TimeoutError):  # the client left, or stalled past the idle timeout
             self.close_connection = True
         except Exception:
             self.app.internal_error(f"{self.command} {self.path}: {traceback.format_exc()}")
@@ -1445,7 +1453,20 @@ class Handler(BaseHTTPRequestHandler):
                     else:
                         self.error_json(401, "invalid access token")
                     return
-        getattr(self, "s_" + name)(sb, sid, port, body, *groups)
+        try:
+            getattr(self, "s_" + name)(sb, sid, port, body, *groups)
+        except (ConnectionError, TimeoutError):
+            raise
+        except OSError as e:
+            # The sandbox's file system refused (a file where a directory should be, a full disk): an error
+            # answer, as envd gives one, in the sandbox's own paths.
+            if self.response_started:
+                raise ClientGone() from None
+            text = str(e).replace(sb.root, "") if sb is not None else str(e)
+            if name.startswith(("proc_", "fs_")):
+                self.connect_error("internal", text)
+            else:
+                self.error_json(500, text)
 
     def sandbox_prelude(self, sb, sid, port):
         """Faults, then the proxy's 404 for a sandbox that is gone; True when the request is answered."""
