@@ -841,7 +841,10 @@ static void on_code_done(struct http_request *r, int err, long status, void *arg
 	if (err)
 		call_error(op, SANDPOOL_E_BACKEND_ERROR, "E2B code interpreter: %s", strerror(-err));
 	else if (status == 404)
-		call_error(op, SANDPOOL_E_NOT_FOUND, "E2B code interpreter: no such context (HTTP 404)");
+		/* The daemon made the context, so its sandbox is more likely gone
+		 * (e2b_check_alive asks E2B) than the context. */
+		call_error(op, SANDPOOL_E_BACKEND_ERROR,
+			   "E2B code interpreter: HTTP 404: the sandbox or its context is gone");
 	else
 		call_error(op, SANDPOOL_E_BACKEND_ERROR, "E2B code interpreter answered HTTP %ld", status);
 }
