@@ -60,6 +60,7 @@ class ServerProc:
                                           "--exit-with-parent", *extra],
                                          stdout=log, stderr=subprocess.STDOUT, env=env)
         self.port = None
+        self.terminated = False
 
     def wait_ready(self):
         def ready():
@@ -77,10 +78,14 @@ class ServerProc:
         with open(self.log_path) as f:
             return f.read()
 
+    def terminate(self):
+        if self.proc.poll() is None and not self.terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self.terminated = True
+
     def stop(self):
         """SIGTERM; the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        self.terminate()
         try:
             return self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -978,6 +983,8 @@ def main():
             print(f"FAIL live sandboxes left on a: {t.a.state()['sandboxes']}")
         # exit status: 0 when clean, 1 with the violations listed when not
         t.b.api("GET", "/nope")
+        for srv in (a, b, c):
+            srv.terminate()
         for srv, want in ((c, 0), (a, 0), (b, 1)):
             rc = srv.stop()
             if rc != want:

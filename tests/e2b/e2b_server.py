@@ -2531,6 +2531,9 @@ def main(argv):
     while not stop.wait(0.2):
         if args.exit_with_parent and os.getppid() != parent:
             break
+    # A second SIGTERM must not cut the shutdown short: Python puts back the default handlers as it exits.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     server.shutdown()
     server.server_close()
     with app.lock:
