@@ -764,7 +764,7 @@ class App:
         self.internal_errors = []
         self.faults = []
         self.templates = set(args.templates.split(",")) if args.templates else None
-        self.workdir = tempfile.mkdtemp(prefix="e2bsrv-")
+        self.workdir = tempfile.mkdtemp(prefix=f"e2bsrv-{os.getpid()}-")  # the pid tells whose a leftover is
         self.view = probe_view(self.workdir)
         self.stop = threading.Event()
         # upstream mode: what this proxy saw of the upstream's sandboxes
