@@ -29,8 +29,11 @@ struct ipc_conn {
 	pid_t pid;
 	unsigned inflight;
 	bool closing;
+	bool flush_queued; /* on srv->flushing */
+	bool failing;	   /* an error frame is going out; then it closes */
 	void *data;
 	TAILQ_ENTRY(ipc_conn) link;
+	TAILQ_ENTRY(ipc_conn) flush_link;
 };
 
 struct ipc_server {
@@ -42,6 +45,8 @@ struct ipc_server {
 	TAILQ_HEAD(, ipc_conn) conns;
 	TAILQ_HEAD(, ipc_conn) closing; /* freed by reap_ev on the next loop pass */
 	struct event *reap_ev;
+	TAILQ_HEAD(, ipc_conn) flushing; /* with replies to write, by flush_ev */
+	struct event *flush_ev;
 	unsigned n_conns;
 	uint64_t next_id;
 };
@@ -56,6 +61,8 @@ static msgpack_packer discard_pk = { .data = NULL, .callback = discard_write };
 
 static void conn_free(struct ipc_conn *c)
 {
+	if (c->flush_queued)
+		TAILQ_REMOVE(&c->srv->flushing, c, flush_link);
 	bufferevent_free(c->bev);
 	ipc_reader_destroy(&c->reader);
 	free(c);
@@ -89,6 +96,60 @@ static void conn_close(struct ipc_conn *c)
 	event_active(srv->reap_ev, 0, 0);
 }
 
+/*
+ * Replies are written straight from the loop pass that made them: the
+ * bufferevent's EV_WRITE stays disabled while its output is empty, so a
+ * request costs one epoll_wait, a read and a write, and no epoll_ctl to
+ * watch for writability. Only a reply the socket cannot take at once
+ * enables EV_WRITE, until the bufferevent has written the rest.
+ */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	struct ipc_server *srv = arg;
+	struct ipc_conn *c;
+
+	while ((c = TAILQ_FIRST(&srv->flushing))) {
+		struct evbuffer *out = bufferevent_get_output(c->bev);
+		int n;
+
+		TAILQ_REMOVE(&srv->flushing, c, flush_link);
+		c->flush_queued = false;
+		if (c->closing || evbuffer_get_length(out) == 0)
+			continue;
+		/* A socket bufferevent keeps the front of its output frozen but
+		 * in its own write callback; writing here is the same act. */
+		evbuffer_unfreeze(out, 1);
+		n = evbuffer_write(out, bufferevent_getfd(c->bev));
+		evbuffer_freeze(out, 1);
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			log_info("connection %llu: write: %s; closing", (unsigned long long)c->id, strerror(errno));
+			conn_close(c);
+			continue;
+		}
+		if (evbuffer_get_length(out) > 0)
+			bufferevent_enable(c->bev, EV_WRITE);
+		else if (c->failing)
+			conn_close(c);
+	}
+}
+
+static void on_output_added(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct ipc_conn *c = arg;
+
+	if (!info->n_added || c->flush_queued)
+		return;
+	c->flush_queued = true;
+	TAILQ_INSERT_TAIL(&c->srv->flushing, c, flush_link);
+	event_active(c->srv->flush_ev, 0, 0);
+}
+
+/* The bufferevent wrote what the socket could not take at once. */
+static void on_written(struct bufferevent *bev, void *arg)
+{
+	bufferevent_disable(bev, EV_WRITE);
+}
+
 /* After an error frame, stop reading and close once the frame is out. */
 static void on_drained_close(struct bufferevent *bev, void *arg)
 {
@@ -102,11 +163,12 @@ static void conn_fail(struct ipc_conn *c, enum sandpool_errcode code, const char
 {
 	log_info("connection %llu (uid %u pid %d): %s; closing", (unsigned long long)c->id,
 		 (unsigned)c->uid, (int)c->pid, msg);
-	ipc_pack_response_error(&c->pk, 0, sandpool_errcode_name(code), msg);
+	c->failing = true;
 	bufferevent_disable(c->bev, EV_READ);
 	bufferevent_setcb(c->bev, NULL, on_drained_close, NULL, c);
 	bufferevent_set_timeouts(c->bev, NULL, &(struct timeval){ 2, 0 });
-	bufferevent_enable(c->bev, EV_WRITE);
+	/* on_flush writes it, and closes, or leaves the rest to EV_WRITE. */
+	ipc_pack_response_error(&c->pk, 0, sandpool_errcode_name(code), msg);
 }
 
 static bool output_overflow(struct ipc_conn *c)
@@ -228,8 +290,15 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	c->uid = cred.uid;
 	c->pid = cred.pid;
 	msgpack_packer_init(&c->pk, bufferevent_get_output(c->bev), ipc_evbuffer_write);
-	bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	bufferevent_setcb(c->bev, on_read, on_written, on_event, c);
+	bufferevent_enable(c->bev, EV_READ);
+	bufferevent_disable(c->bev, EV_WRITE);
+	if (!evbuffer_add_cb(bufferevent_get_output(c->bev), on_output_added, c)) {
+		bufferevent_free(c->bev);
+		ipc_reader_destroy(&c->reader);
+		free(c);
+		return;
+	}
 	TAILQ_INSERT_TAIL(&srv->conns, c, link);
 	srv->n_conns++;
 	log_debug("connection %llu from uid %u pid %d", (unsigned long long)c->id, (unsigned)c->uid,
@@ -318,9 +387,15 @@ struct ipc_server *ipc_server_new(struct event_base *base, const char *path, int
 	srv->h = *h;
 	TAILQ_INIT(&srv->conns);
 	TAILQ_INIT(&srv->closing);
+	TAILQ_INIT(&srv->flushing);
 	srv->reap_ev = event_new(base, -1, 0, on_reap, srv);
-	if (!srv->reap_ev) {
+	srv->flush_ev = event_new(base, -1, 0, on_flush, srv);
+	if (!srv->reap_ev || !srv->flush_ev) {
 		snprintf(err, errlen, "out of memory");
+		if (srv->reap_ev)
+			event_free(srv->reap_ev);
+		if (srv->flush_ev)
+			event_free(srv->flush_ev);
 		free(srv);
 		return NULL;
 	}
@@ -328,6 +403,7 @@ struct ipc_server *ipc_server_new(struct event_base *base, const char *path, int
 		fd = bind_socket(path, mode, gid, err, errlen);
 		if (fd < 0) {
 			event_free(srv->reap_ev);
+			event_free(srv->flush_ev);
 			free(srv);
 			return NULL;
 		}
@@ -372,6 +448,7 @@ void ipc_server_free(struct ipc_server *srv)
 		conn_close(c);
 	on_reap(-1, 0, srv);
 	event_free(srv->reap_ev);
+	event_free(srv->flush_ev);
 	free(srv);
 }
 

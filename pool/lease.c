@@ -82,6 +82,23 @@ static struct lease *find_key(uint64_t key)
 	return l;
 }
 
+/* Lease ids are unguessable (a detached lease is used by id alone), but
+ * a getrandom() per lease is a syscall on the hot path: draw 64 at once. */
+static int next_key(uint64_t *key)
+{
+	static uint64_t pool[64];
+	static unsigned left;
+
+	if (left == 0) {
+		if (getrandom(pool, sizeof(pool), 0) != sizeof(pool))
+			return -EIO;
+		left = 64;
+	}
+	*key = pool[--left];
+	pool[left] = 0;
+	return 0;
+}
+
 struct lease *lease_new(struct sandbox *sb, uid_t uid, pid_t pid, uint64_t ttl_ms,
 			void (*on_expire)(struct lease *l))
 {
@@ -91,7 +108,7 @@ struct lease *lease_new(struct sandbox *sb, uid_t uid, pid_t pid, uint64_t ttl_m
 	if (!l)
 		return NULL;
 	do {
-		if (getrandom(&l->key, sizeof(l->key), 0) != sizeof(l->key)) {
+		if (next_key(&l->key) < 0) {
 			free(l);
 			return NULL;
 		}
