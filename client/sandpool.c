@@ -723,6 +723,32 @@ static void print_ledger_line(const msgpack_object *ledger)
 	putchar('\n');
 }
 
+/* "limits NOT ENFORCED ...: python (memory, cpus); shell (memory, cpus)",
+ * from pool.stats; nothing when every limit is. */
+static void print_unenforced(const msgpack_object_array *rows)
+{
+	bool first = true;
+
+	for (uint32_t r = 0; rows && r < rows->size; r++) {
+		const msgpack_object_array *lim = NULL;
+		const char *name;
+		uint32_t len;
+
+		if (ipc_get_array(&rows->ptr[r], "limits_unenforced", &lim) < 0 || lim->size == 0 ||
+		    ipc_get_str(&rows->ptr[r], "name", &name, &len) < 0)
+			continue;
+		printf("%s%.*s (", first ? "limits NOT ENFORCED (the daemon's log says why): " : "; ", (int)len,
+		       name);
+		for (uint32_t i = 0; i < lim->size; i++)
+			if (lim->ptr[i].type == MSGPACK_OBJECT_STR)
+				printf("%s%.*s", i ? ", " : "", (int)lim->ptr[i].via.str.size, lim->ptr[i].via.str.ptr);
+		putchar(')');
+		first = false;
+	}
+	if (!first)
+		putchar('\n');
+}
+
 static int show_status(struct cli *cli)
 {
 	const msgpack_object_array *rows = NULL;
@@ -742,6 +768,7 @@ static int show_status(struct cli *cli)
 		print_table(status_columns, ARRAY_SIZE(status_columns), rows);
 		printf("\nconnections: %" PRIu64 "  leases: %" PRIu64 "  sessions: %" PRIu64 "\n",
 		       connections, leases, sessions);
+		print_unenforced(rows);
 		print_ledger_line(ipc_map_get(reply->result, "ledger"));
 	}
 	sandpool_reply_free(reply);

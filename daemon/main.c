@@ -15,8 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "daemon/clock.h"
@@ -47,6 +50,8 @@ struct daemon {
 	struct event_base *base;
 	struct spawner *spawner;
 	struct cgroup_layout cg;
+	bool rootless;	  /* no host ids of their own for sandboxes */
+	bool nproc_limit; /* RLIMIT_NPROC stands in for the pids cgroup */
 	struct ipc_server *srv;
 	struct event *sig_term, *sig_int, *sig_hup;
 	struct event *deadline;
@@ -190,6 +195,13 @@ static void begin_shutdown(const char *why)
 	pool_system_shutdown(on_empty, d.cfg->drain_timeout_ms);
 }
 
+/* Each template whose limits are not all enforced, loudly. */
+static void report_limits(void)
+{
+	for (unsigned i = 0; i < pool_count(); i++)
+		local_report_limits(pool_template(pool_at(i)));
+}
+
 /* SIGHUP: a bad file is rejected whole and the running one stays. */
 static void reload_config(void)
 {
@@ -207,10 +219,12 @@ static void reload_config(void)
 		log_warn("reload: [daemon] settings other than log_level take effect at restart");
 	d.cfg->log_level = next->log_level;
 	log_set_level(next->log_level);
-	if (pool_system_reload(d.cfg, next, err, sizeof(err)) < 0)
+	if (pool_system_reload(d.cfg, next, err, sizeof(err)) < 0) {
 		log_error("reload: %s", err);
-	else
+	} else {
 		log_info("configuration reloaded from %s", d.cfg->path ? d.cfg->path : "the embedded default");
+		report_limits();
+	}
 	e2b_backend_reconfigure(d.cfg);
 	config_free(next);
 }
@@ -308,23 +322,126 @@ static void e2b_instance_label(char *out, size_t len)
 	}
 }
 
-/* Finds the cgroup hierarchy and removes what a killed predecessor left. */
+/* Since Linux 5.14 RLIMIT_NPROC counts the processes of a uid in each
+ * user namespace apart, so in a sandbox it counts that sandbox's alone;
+ * before, all processes of the host uid, which rootless is the daemon's. */
+static bool nproc_counts_per_user_namespace(void)
+{
+	struct utsname u;
+	unsigned major = 0, minor = 0;
+
+	return uname(&u) == 0 && sscanf(u.release, "%u.%u", &major, &minor) == 2 &&
+	       (major > 5 || (major == 5 && minor >= 14));
+}
+
+/* Finds the cgroup hierarchy and removes what a killed predecessor left.
+ * Rootless, a hierarchy we may not write costs its limits, not the start:
+ * local_report_limits() says which at start, template by template. */
 static void prepare_cgroups(void)
 {
 	char err[512] = "";
 	unsigned swept;
 
-	if (cgroup_setup(&d.cg, d.cfg->cgroup_root ? d.cfg->cgroup_root : "", instance_name(), err,
-			 sizeof(err)) < 0)
+	if (cgroup_setup(&d.cg, d.cfg->cgroup_root ? d.cfg->cgroup_root : "", instance_name(), d.rootless,
+			 err, sizeof(err)) < 0)
 		die("cgroups: %s", err);
+	d.nproc_limit = !cgroup_enforces(&d.cg, CG_PIDS) && nproc_counts_per_user_namespace();
 	if (d.cg.version == 0) {
-		log_warn("NO RESOURCE LIMITS: %s; memory, pids and cpus are not enforced", err);
+		log_warn("sandbox cgroups: none usable; memory, pids and cpus are not enforced by cgroups");
 		return;
 	}
 	swept = cgroup_sweep(&d.cg);
 	if (swept)
 		log_info("removed %u sandbox cgroups left by a previous run", swept);
 	log_info("sandbox cgroups: v%d under %s", d.cg.version, d.cg.base[0][0] ? d.cg.base[0] : d.cg.base[1]);
+}
+
+/* Whether [first, first + n) lies in one extent of /proc/self/FILE. */
+static bool ids_mapped(const char *file, unsigned long first, unsigned long n)
+{
+	char path[64];
+	unsigned long in, out, count;
+	bool found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/%s", file);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (!found && fscanf(f, "%lu %lu %lu", &in, &out, &count) == 3)
+		found = first >= in && first + n <= in + count;
+	fclose(f);
+	return found;
+}
+
+/* CAP_SETUID and CAP_SETGID in our effective set. */
+static bool can_set_ids(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct c[2];
+	uint32_t want = (1u << CAP_SETUID) | (1u << CAP_SETGID);
+
+	return syscall(SYS_capget, &h, c) == 0 && (c[0].effective & want) == want;
+}
+
+/*
+ * Rootful, sandboxes get host ids of their own, which takes root's
+ * CAP_SETUID and CAP_SETGID over the range from host_uid_base in our user
+ * namespace. Without them we are rootless: said loudly, and refused for
+ * the host's root, whose rootless sandboxes would run as the host's uid 0.
+ */
+static void decide_rootless(void)
+{
+	unsigned long n = 2ul * d.cfg->max_sandboxes;
+	char why[128];
+	gid_t groups[64];
+	int ng;
+
+	if (geteuid() != 0)
+		snprintf(why, sizeof(why), "running as uid %u", (unsigned)geteuid());
+	else if (!can_set_ids())
+		snprintf(why, sizeof(why), "running as root without CAP_SETUID and CAP_SETGID");
+	else if (!ids_mapped("uid_map", d.cfg->host_uid_base, n) || !ids_mapped("gid_map", d.cfg->host_uid_base, n))
+		snprintf(why, sizeof(why), "host ids %u..%lu are not mapped in our user namespace",
+			 (unsigned)d.cfg->host_uid_base, d.cfg->host_uid_base + n - 1);
+	else
+		return;
+	/* Only the initial user namespace maps every id (0..2^32-2) at once. */
+	if (geteuid() == 0 && ids_mapped("uid_map", 0, 4294967295ul))
+		die("%s: rootless, every sandbox would run as the host's root; give sandpoold CAP_SETUID and "
+		    "CAP_SETGID or run it as an unprivileged user", why);
+	d.rootless = true;
+	log_warn("ROOTLESS (%s): user code runs as uid 0 of each sandbox's user namespace, which is uid %u here, "
+		 "with no capabilities; sandbox_uid, sandbox_gid and host_uid_base are not used; the sandboxes "
+		 "and the daemon share that uid and only their namespaces keep them apart (docs/SECURITY.md)",
+		 why, (unsigned)geteuid());
+	ng = getgroups((int)ARRAY_SIZE(groups), groups);
+	for (int i = 0; i < ng; i++) {
+		if (groups[i] != getegid()) {
+			log_warn("ROOTLESS: sandboxes keep the daemon's supplementary groups (gid %u among them): "
+				 "an unprivileged user namespace may not drop them; run sandpoold as a user in no "
+				 "other group", (unsigned)groups[i]);
+			break;
+		}
+	}
+	if (spawner_check_rootless(why, sizeof(why)) < 0)
+		die("rootless mode needs unprivileged user namespaces, and %s (is kernel.unprivileged_userns_clone "
+		    "or user.max_user_namespaces 0?)", why);
+}
+
+/* Non-root defaults are predictable (/tmp/sandpool-UID): a directory
+ * another user made, or may write, could hand our socket or lock to them. */
+static void check_own_dir(const char *what, const char *dir)
+{
+	struct stat st;
+
+	if (geteuid() == 0)
+		return;
+	if (stat(dir, &st) < 0)
+		die("%s %s: %s", what, dir, strerror(errno));
+	if ((st.st_uid != geteuid() && st.st_uid != 0) || ((st.st_mode & 022) && !(st.st_mode & S_ISVTX)))
+		die("%s %s belongs to uid %u with mode %04o: it must be ours (or root's) and writable by no one "
+		    "else (or sticky)", what, dir, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
 }
 
 static gid_t socket_gid(const struct config *cfg)
@@ -355,7 +472,7 @@ static int setup_runtime(void)
 		return -ENOMEM;
 	if ((rc = spawner_attach(d.spawner, d.base)) < 0 || (rc = lease_table_init(d.base)) < 0)
 		return rc;
-	local_backend_init(d.base, d.spawner, d.cfg, &d.cg);
+	local_backend_init(d.base, d.spawner, d.cfg, &d.cg, d.nproc_limit);
 	e2b_instance_label(label, sizeof(label));
 	if ((rc = http_init(d.base)) < 0 || (rc = e2b_backend_init(d.base, d.cfg, label)) < 0)
 		return rc;
@@ -369,6 +486,8 @@ static int setup_runtime(void)
 		log_error("create socket directory for %s: %s", d.cfg->socket_path, strerror(-rc));
 		return rc;
 	}
+	if (d.listen_fd < 0)
+		check_own_dir("socket directory", sockdir);
 	d.srv = ipc_server_new(d.base, d.cfg->socket_path, d.listen_fd, d.cfg->socket_mode, socket_gid(d.cfg),
 			       &lim, &rpc_handlers, err, sizeof(err));
 	if (!d.srv) {
@@ -522,13 +641,19 @@ int main(int argc, char **argv)
 	 * may connect; nothing in the state dir is secret. */
 	if ((rc = fs_mkdir_p(d.cfg->state_dir, 0755)) < 0)
 		die("create state dir %s: %s", d.cfg->state_dir, strerror(-rc));
+	check_own_dir("state dir", d.cfg->state_dir);
 	d.lock_fd = take_lock(d.cfg->state_dir);
 	if (d.lock_fd < 0)
 		return 1;
-	/* Before the event base and any thread: the spawner is a plain fork. */
+	/* Before the event base and any thread: the spawner (and the rootless
+	 * probe) is a plain fork. */
+	decide_rootless();
 	prepare_cgroups();
 	rc = spawner_start(&d.spawner, d.cfg->agent_path, &d.cg,
-			   &(struct spawner_ids){ d.cfg->host_uid_base, d.cfg->max_sandboxes });
+			   &(struct spawner_ids){ .uid_base = d.cfg->host_uid_base,
+						  .n_slots = d.cfg->max_sandboxes,
+						  .rootless = d.rootless,
+						  .nproc_limit = d.nproc_limit });
 	if (rc < 0)
 		die("cannot start the sandbox spawner: %s", strerror(-rc));
 	/* After the spawner's fork: the ledger's writer is a thread. */
@@ -545,6 +670,7 @@ int main(int argc, char **argv)
 	}
 	log_info("sandpoold %s listening on %s%s (%u templates, state in %s)", PACKAGE_VERSION, socket_path(),
 		 d.listen_fd >= 0 ? " (socket activation)" : "", d.cfg->n_templates, d.cfg->state_dir);
+	report_limits();
 	if ((rc = start_notify()) < 0) {
 		log_error("start-up failed: service manager notification: %s", strerror(-rc));
 		teardown();

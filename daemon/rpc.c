@@ -15,6 +15,8 @@
 #include "pool/lease.h"
 #include "pool/pool.h"
 #include "pool/session.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/local.h"
 #include "sandbox/sandbox.h"
 #include "store/ledger.h"
 
@@ -966,6 +968,18 @@ static void pack_ledger_stats(msgpack_packer *pk)
 #undef LEDGER_X
 }
 
+/* The template's limits nothing enforces (rootless, or no cgroups). */
+static void pack_unenforced(msgpack_packer *pk, const struct template_config *t)
+{
+	unsigned miss = local_unenforced_limits(t);
+
+	ipc_pack_cstr(pk, "limits_unenforced");
+	msgpack_pack_array(pk, (size_t)__builtin_popcount(miss));
+	for (int c = 0; c < CG_NCTRL; c++)
+		if (miss & (1u << c))
+			ipc_pack_cstr(pk, cgroup_limit_key(c));
+}
+
 static void m_pool_stats(struct rpc_client *cl, const struct rpc_msg *m)
 {
 	msgpack_packer *pk = ipc_conn_reply_ok(cl->conn, m->msgid);
@@ -981,7 +995,7 @@ static void m_pool_stats(struct rpc_client *cl, const struct rpc_msg *m)
 
 		pool_get_figures(pool_at(i), &f);
 #define POOL_X(name) +1
-		msgpack_pack_map(pk, 17 + (0 POOL_COUNTERS(POOL_X)));
+		msgpack_pack_map(pk, 18 + (0 POOL_COUNTERS(POOL_X)));
 #undef POOL_X
 		ipc_pack_kv_str(pk, "name", pool_template(pool_at(i))->name);
 		ipc_pack_kv_uint(pk, "held", f.held);
@@ -1002,6 +1016,7 @@ static void m_pool_stats(struct rpc_client *cl, const struct rpc_msg *m)
 		ipc_pack_kv_uint(pk, "waiting", f.waiting);
 		ipc_pack_kv_bool(pk, "degraded", f.degraded);
 		ipc_pack_kv_str(pk, "last_error", f.last_error);
+		pack_unenforced(pk, pool_template(pool_at(i)));
 #define POOL_X(name) ipc_pack_kv_uint(pk, #name, f.stats.name);
 		POOL_COUNTERS(POOL_X)
 #undef POOL_X

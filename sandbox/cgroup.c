@@ -18,6 +18,8 @@
 
 /* Names in /proc/self/mountinfo super options, per controller (v1). */
 static const char *const ctrl_names[CG_NCTRL] = { "memory", "pids", "cpu", "freezer" };
+/* The template keys the controllers enforce. */
+static const char *const limit_keys[CG_NCTRL] = { "memory", "pids", "cpus", NULL };
 /* Removing a group waits this long for its processes to be gone. */
 #define DRAIN_TRIES 1000
 #define DRAIN_SLEEP_NS 5000000L
@@ -210,34 +212,57 @@ static int setup_v2(struct cgroup_layout *l, const char *mnt, const char *root, 
 	return 0;
 }
 
-static int setup_v1(struct cgroup_layout *l, const struct mounts *m, const char *root, char *err,
-		    size_t errlen)
+static int setup_v1(struct cgroup_layout *l, const struct mounts *m, const char *root, bool best_effort,
+		    char *err, size_t errlen)
 {
 	const char *rel = root[0] == '/' ? root + 1 : root;
+	bool any = false;
 	int rc;
 
 	for (int c = 0; c < CG_NCTRL; c++) {
-		if (!m->v1[c][0])
+		if (!m->v1[c][0]) {
+			snprintf(l->why[c], sizeof(l->why[c]), "no cgroup v1 hierarchy has the %s controller",
+				 ctrl_names[c]);
 			continue;
+		}
 		if ((size_t)snprintf(l->base[c], sizeof(l->base[c]), "%s/%s", m->v1[c], rel) >=
 		    sizeof(l->base[c]))
 			rc = -ENAMETOOLONG;
 		else
 			rc = fs_mkdir_p(l->base[c], 0755);
-		if (rc < 0) {
+		if (rc < 0 && !best_effort) {
 			snprintf(err, errlen, "create %s: %s", l->base[c], strerror(-rc));
 			return rc;
 		}
+		if (rc < 0) {
+			snprintf(l->why[c], sizeof(l->why[c]), "cannot create %s: %s", l->base[c], strerror(-rc));
+			l->base[c][0] = '\0';
+			continue;
+		}
+		any |= c != CG_FREEZER;
 	}
-	l->version = 1;
+	/* A freezer alone limits nothing: no groups at all then. */
+	if (!any && l->base[CG_FREEZER][0]) {
+		(void)rmdir(l->base[CG_FREEZER]);
+		l->base[CG_FREEZER][0] = '\0';
+	}
+	l->version = any ? 1 : 0;
 	return 0;
 }
 
-int cgroup_setup(struct cgroup_layout *l, const char *root, const char *instance, char *err,
-		 size_t errlen)
+/* Every limit unenforced for the same reason. */
+static void why_all(struct cgroup_layout *l, const char *why)
+{
+	for (int c = 0; c < CG_NCTRL; c++)
+		snprintf(l->why[c], sizeof(l->why[c]), "%s", why);
+}
+
+int cgroup_setup(struct cgroup_layout *l, const char *root, const char *instance, bool best_effort,
+		 char *err, size_t errlen)
 {
 	struct mounts m;
-	char own[PATH_MAX], dir[PATH_MAX * 2], v1root[PATH_MAX];
+	char own[PATH_MAX], dir[PATH_MAX * 2], v1root[PATH_MAX], why[sizeof(l->why[0])] = "";
+	int rc;
 
 	memset(l, 0, sizeof(*l));
 	/* Without a configured root, each daemon instance gets a directory of
@@ -249,13 +274,34 @@ int cgroup_setup(struct cgroup_layout *l, const char *root, const char *instance
 	find_mounts(&m);
 	if (m.v2[0] && own_v2_group(own, sizeof(own)) == 0) {
 		snprintf(dir, sizeof(dir), "%s%s", m.v2, own);
-		if (v2_has_controllers(dir))
-			return setup_v2(l, m.v2, root, instance, err, errlen);
+		if (v2_has_controllers(dir)) {
+			rc = setup_v2(l, m.v2, root, instance, err, errlen);
+			if (rc == 0 || !best_effort)
+				return rc;
+			/* Not a delegated group of ours: no limits, said loudly. */
+			snprintf(why, sizeof(why), "cgroup v2: %s", err);
+			why_all(l, why);
+			err[0] = '\0';
+			return 0;
+		}
+		snprintf(why, sizeof(why), "cgroup v2 group %.180s lacks the memory, pids or cpu controller", dir);
 	}
 	if (m.v1[CG_MEMORY][0] || m.v1[CG_PIDS][0] || m.v1[CG_CPU][0])
-		return setup_v1(l, &m, v1root, err, errlen);
-	snprintf(err, errlen, "no cgroup hierarchy with memory, pids or cpu controllers");
+		return setup_v1(l, &m, v1root, best_effort, err, errlen);
+	why_all(l, why[0] ? why : "no cgroup hierarchy with memory, pids or cpu controllers");
 	return 0;
+}
+
+bool cgroup_enforces(const struct cgroup_layout *l, enum cgroup_ctrl c)
+{
+	if (l->version == 2)
+		return c != CG_FREEZER;
+	return l->version == 1 && l->base[c][0];
+}
+
+const char *cgroup_limit_key(enum cgroup_ctrl c)
+{
+	return limit_keys[c];
 }
 
 static void group_dir(const struct cgroup_layout *l, int c, const char *id, char *out, size_t len)

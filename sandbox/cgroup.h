@@ -27,8 +27,11 @@ enum cgroup_ctrl {
 struct cgroup_layout {
 	int version; /* 0: no usable cgroups, 1 or 2 */
 	/* v2: base[0] is the sandboxes' parent; v1: one parent per controller
-	 * ("" when that controller is not mounted). */
+	 * ("" when that controller is not mounted or not ours to write). */
 	char base[CG_NCTRL][PATH_MAX];
+	/* Why a controller is not used ("" when it is), for the start-up
+	 * report of limits that are not enforced. */
+	char why[CG_NCTRL][256];
 };
 
 struct cgroup_limits {
@@ -49,10 +52,16 @@ struct cgroup_events {
  * (moving the calling process into <own cgroup>/daemon, as delegation
  * requires), on v1 and in a v2 root group the path instance (e.g.
  * "sandpool/i-1a2b3c4d", one per daemon). Returns 0, or -errno with a
- * message in err; a host without usable cgroups yields version 0.
+ * message in err; a host without usable cgroups yields version 0. With
+ * best_effort (rootless: the hierarchy is usually not ours), a group we
+ * may not create only drops its controllers, with the reason in l->why.
  */
-int cgroup_setup(struct cgroup_layout *l, const char *root, const char *instance, char *err,
-		 size_t errlen) __attribute__((warn_unused_result));
+int cgroup_setup(struct cgroup_layout *l, const char *root, const char *instance, bool best_effort,
+		 char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Whether the sandboxes' groups enforce controller c's limit. */
+bool cgroup_enforces(const struct cgroup_layout *l, enum cgroup_ctrl c);
+/* The template key of c's limit: "memory", "pids", "cpus" (NULL: freezer). */
+const char *cgroup_limit_key(enum cgroup_ctrl c);
 /* Creates the sandbox's group(s) and writes limits. */
 int cgroup_create(const struct cgroup_layout *l, const char *id, const struct cgroup_limits *lim,
 		  char *err, size_t errlen) __attribute__((warn_unused_result));

@@ -3,6 +3,7 @@
 #include "sandbox/local.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -44,14 +45,75 @@ static struct event_base *local_base;
 static struct spawner *local_spawner;
 static const struct config *local_cfg;
 static const struct cgroup_layout *local_cg;
+static bool local_nproc_limit;
 
 void local_backend_init(struct event_base *base, struct spawner *sp, const struct config *cfg,
-			const struct cgroup_layout *cg)
+			const struct cgroup_layout *cg, bool nproc_limit)
 {
 	local_base = base;
 	local_spawner = sp;
 	local_cfg = cfg;
 	local_cg = cg;
+	local_nproc_limit = nproc_limit;
+}
+
+unsigned local_unenforced_limits(const struct template_config *t)
+{
+	unsigned miss = 0;
+
+	if (t->backend != BACKEND_LOCAL)
+		return 0;
+	for (int c = 0; c < CG_NCTRL; c++)
+		if (cgroup_limit_key(c) && !cgroup_enforces(local_cg, c) && !(c == CG_PIDS && local_nproc_limit))
+			miss |= 1u << c;
+	return miss;
+}
+
+/* "512M", "256", "0.5": a limit's value as the config would write it. */
+static void limit_value(enum cgroup_ctrl c, const struct template_config *t, char *buf, size_t len)
+{
+	static const char units[] = "KMGT";
+	uint64_t v = t->memory;
+	int u = -1;
+
+	if (c == CG_PIDS) {
+		snprintf(buf, len, "%u", t->pids);
+	} else if (c == CG_CPU) {
+		snprintf(buf, len, "%g", (double)t->cpu_milli / 1000);
+	} else {
+		while (u < 3 && v >= 1024 && v % 1024 == 0) {
+			v /= 1024;
+			u++;
+		}
+		if (u >= 0)
+			snprintf(buf, len, "%" PRIu64 "%c", v, units[u]);
+		else
+			snprintf(buf, len, "%" PRIu64, v);
+	}
+}
+
+void local_report_limits(const struct template_config *t)
+{
+	char line[1400], val[32];
+	size_t off = 0;
+
+	if (t->backend != BACKEND_LOCAL)
+		return;
+	for (int c = 0; c < CG_NCTRL && off < sizeof(line); c++) {
+		if (!cgroup_limit_key(c) || cgroup_enforces(local_cg, c))
+			continue;
+		limit_value(c, t, val, sizeof(val));
+		if (c == CG_PIDS && local_nproc_limit)
+			off += (size_t)snprintf(line + off, sizeof(line) - off,
+						"%spids = %s only by RLIMIT_NPROC (no cgroup: %s; a fork past it "
+						"fails with EAGAIN, no \"pids_limit\" outcome)",
+						off ? "; " : "", val, local_cg->why[c]);
+		else
+			off += (size_t)snprintf(line + off, sizeof(line) - off, "%s%s = %s NOT ENFORCED (%s)",
+						off ? "; " : "", cgroup_limit_key(c), val, local_cg->why[c]);
+	}
+	if (off)
+		log_warn("template %s: limits: %s", t->name, line);
 }
 
 /* An exec that died or failed may have met a cgroup limit; the counters

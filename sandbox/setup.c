@@ -136,13 +136,23 @@ int setup_plan_build(struct setup_plan *plan, const struct spawn_params *p)
 	}
 
 	if (rc == 0 && !plan->rootfs) {
-		snprintf(buf, sizeof(buf),
-			 "root:x:0:0:root:/root:/bin/sh\n"
-			 "sandbox:x:%u:%u:sandbox:/workspace:/bin/sh\n"
-			 "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-			 (unsigned)p->uid, (unsigned)p->gid);
+		/* Rootless, user code is the namespace's root (uid 0), at home in
+		 * /workspace; no other user exists. */
+		if (p->uid == 0)
+			snprintf(buf, sizeof(buf),
+				 "root:x:0:0:root:/workspace:/bin/sh\n"
+				 "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+		else
+			snprintf(buf, sizeof(buf),
+				 "root:x:0:0:root:/root:/bin/sh\n"
+				 "sandbox:x:%u:%u:sandbox:/workspace:/bin/sh\n"
+				 "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+				 (unsigned)p->uid, (unsigned)p->gid);
 		rc = plan_add(plan, SETUP_FILE, NULL, "/etc/passwd", buf, 0644, 0, 0, 0, false);
-		snprintf(buf, sizeof(buf), "root:x:0:\nsandbox:x:%u:\nnogroup:x:65534:\n", (unsigned)p->gid);
+		if (p->gid == 0)
+			snprintf(buf, sizeof(buf), "root:x:0:\nnogroup:x:65534:\n");
+		else
+			snprintf(buf, sizeof(buf), "root:x:0:\nsandbox:x:%u:\nnogroup:x:65534:\n", (unsigned)p->gid);
 		if (rc == 0)
 			rc = plan_add(plan, SETUP_FILE, NULL, "/etc/group", buf, 0644, 0, 0, 0, false);
 		snprintf(buf, sizeof(buf), "127.0.0.1 localhost %s\n::1 localhost\n", plan->hostname);

@@ -195,12 +195,12 @@ static void send_reply(int sock, const struct spawn_reply *r, int ctrl_fd, int p
 static void __attribute__((noreturn))
 child_main(const struct setup_plan *plan, const struct spawn_params *p, int ctrl, int agent_fd, int go_fd)
 {
-	char uid[16], gid[16], frame[24];
-	char *argv[] = { "sandpool-agent", "--uid", uid, "--gid", gid, "--max-frame", frame, NULL };
+	char uid[16], gid[16], frame[24], nproc[16];
+	char *argv[12];
 	char *envp[] = { "PATH=/usr/local/bin:/usr/bin:/bin", NULL };
 	sigset_t all;
 	char go;
-	int c, a;
+	int c, a, n = 0;
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	/* Nothing happens until the spawner has written our id maps and put
@@ -210,8 +210,10 @@ child_main(const struct setup_plan *plan, const struct spawn_params *p, int ctrl
 		_exit(1);
 	close(go_fd);
 	/* Become the namespace's root, i.e. the sandbox's own host uid: files
-	 * we create must belong to an id that exists in here. */
-	if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0)
+	 * we create must belong to an id that exists in here. Rootless, the
+	 * kernel denies setgroups(): the daemon's supplementary groups stay. */
+	if (setresgid(0, 0, 0) < 0 || (!sp_ids.rootless && setgroups(0, NULL) < 0) ||
+	    setresuid(0, 0, 0) < 0)
 		setup_fail(ctrl, "switch to the namespace's root");
 	/* The id change cleared the death signal: set it again. A spawner
 	 * that died meanwhile closed go_fd's writer only after admitting us,
@@ -238,28 +240,132 @@ child_main(const struct setup_plan *plan, const struct spawn_params *p, int ctrl
 	snprintf(uid, sizeof(uid), "%u", (unsigned)p->uid);
 	snprintf(gid, sizeof(gid), "%u", (unsigned)p->gid);
 	snprintf(frame, sizeof(frame), "%llu", (unsigned long long)p->max_frame);
+	snprintf(nproc, sizeof(nproc), "%u", p->limits.pids);
+	argv[n++] = "sandpool-agent";
+	if (sp_ids.rootless) {
+		argv[n++] = "--rootless";
+	} else {
+		argv[n++] = "--uid";
+		argv[n++] = uid;
+		argv[n++] = "--gid";
+		argv[n++] = gid;
+	}
+	argv[n++] = "--max-frame";
+	argv[n++] = frame;
+	if (sp_ids.nproc_limit) {
+		argv[n++] = "--nproc";
+		argv[n++] = nproc;
+	}
+	argv[n] = NULL;
 
 	setup_run(plan, 3);
 	syscall(SYS_execveat, 4, "", argv, envp, AT_EMPTY_PATH);
 	setup_fail(3, "execveat sandpool-agent");
 }
 
-static int write_map(pid_t pid, const char *file, unsigned inner_user, unsigned host_base)
+/* Writes text to /proc/PID/file (an id map, setgroups). */
+static int write_proc(pid_t pid, const char *file, const char *text)
 {
-	char path[64], map[96];
-	int fd, len, rc = 0;
+	char path[64];
+	size_t len = strlen(text);
+	int fd, rc = 0;
 
 	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
-	/* Inner root is the sandbox's own unprivileged host id; the user code
-	 * id is the next one. Nothing else exists inside. */
-	len = snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", host_base, inner_user, host_base + 1);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (write(fd, map, (size_t)len) != len)
-		rc = -errno;
+	if (write(fd, text, len) != (ssize_t)len)
+		rc = errno ? -errno : -EIO;
 	close(fd);
 	return rc;
+}
+
+/*
+ * Rootless, the kernel lets us map one id, our own, and a gid only once
+ * setgroups is denied in the namespace (its root could otherwise drop a
+ * supplementary group that denies it access). Inner 0 is the daemon's
+ * uid: every sandbox and the daemon share it, and only the namespaces
+ * keep them apart (docs/SECURITY.md). uid and gid are our ids as our own
+ * user namespace sees them.
+ */
+static int write_rootless_maps(pid_t pid, uid_t uid, gid_t gid, const char **what)
+{
+	char map[32];
+	int rc;
+
+	*what = "uid_map";
+	snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
+	if ((rc = write_proc(pid, "uid_map", map)) < 0)
+		return rc;
+	*what = "setgroups";
+	if ((rc = write_proc(pid, "setgroups", "deny")) < 0)
+		return rc;
+	*what = "gid_map";
+	snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
+	return write_proc(pid, "gid_map", map);
+}
+
+/* Inner root is the sandbox's own unprivileged host id; the user code id
+ * is the next one. Nothing else exists inside. */
+static int write_maps(pid_t pid, const struct spawn_params *p, unsigned base, const char **what)
+{
+	char map[96];
+	int rc;
+
+	*what = "uid_map";
+	snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", base, (unsigned)p->uid, base + 1);
+	if ((rc = write_proc(pid, "uid_map", map)) < 0)
+		return rc;
+	*what = "gid_map";
+	snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", base, (unsigned)p->gid, base + 1);
+	return write_proc(pid, "gid_map", map);
+}
+
+int spawner_check_rootless(char *err, size_t errlen)
+{
+	char msg[256] = "";
+	int fds[2], status;
+	pid_t pid;
+	ssize_t n;
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		int rc = -errno;
+
+		close(fds[0]);
+		close(fds[1]);
+		return rc;
+	}
+	if (pid == 0) {
+		/* Taken before unshare(), after which they read as the overflow id. */
+		uid_t uid = geteuid();
+		gid_t gid = getegid();
+		const char *what = "unshare(CLONE_NEWUSER)";
+		int rc = unshare(CLONE_NEWUSER) < 0 ? -errno : 0;
+
+		if (rc == 0)
+			rc = write_rootless_maps(getpid(), uid, gid, &what);
+		if (rc == 0 && unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC |
+				       CLONE_NEWCGROUP) < 0) {
+			what = "unshare(CLONE_NEWNS|NEWPID|NEWNET|NEWUTS|NEWIPC|NEWCGROUP)";
+			rc = -errno;
+		}
+		if (rc < 0)
+			dprintf(fds[1], "%s: %s", what, strerror(-rc));
+		_exit(rc < 0);
+	}
+	close(fds[1]);
+	n = read(fds[0], msg, sizeof(msg) - 1);
+	close(fds[0]);
+	msg[n > 0 ? n : 0] = '\0';
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	snprintf(err, errlen, "%s", msg[0] ? msg : "the probe process died");
+	return -EPERM;
 }
 
 static void reply_error(int sock, uint32_t serial, int err, const char *what)
@@ -276,11 +382,8 @@ static int admit_child(pid_t pid, const struct spawn_params *p, int slot, int go
 	unsigned base = sp_ids.uid_base + 2u * (unsigned)slot;
 	int rc;
 
-	*what = "uid_map";
-	if ((rc = write_map(pid, "uid_map", p->uid, base)) < 0)
-		return rc;
-	*what = "gid_map";
-	if ((rc = write_map(pid, "gid_map", p->gid, base)) < 0)
+	rc = sp_ids.rootless ? write_rootless_maps(pid, geteuid(), getegid(), what) : write_maps(pid, p, base, what);
+	if (rc < 0)
 		return rc;
 	*what = "cgroup";
 	if ((rc = cgroup_attach(&sp_cg, p->id, pid)) < 0)
@@ -440,6 +543,10 @@ static void __attribute__((noreturn)) spawner_main(int sock, int agent_fd)
 			snprintf(r.msg, sizeof(r.msg), "malformed spawn request");
 			send_reply(sock, &r, -1, -1);
 		} else {
+			/* Rootless, inner 0 is the only id there is: user code
+			 * runs as it (without capabilities), and owns /workspace. */
+			if (sp_ids.rootless)
+				p.uid = p.gid = 0;
 			spawn_one(sock, agent_fd, serial, &p);
 		}
 		free_params(&p);

@@ -31,7 +31,18 @@ typedef void (*spawn_done_fn)(void *arg, int err, const char *errmsg, pid_t pid,
 struct spawner_ids {
 	uid_t uid_base;
 	unsigned n_slots;
+	/* Rootless (no CAP_SETUID/CAP_SETGID over host ids): each sandbox maps
+	 * one id, inside 0 to the daemon's own uid and gid; uid_base unused. */
+	bool rootless;
+	/* No pids cgroup: RLIMIT_NPROC bounds a sandbox's processes instead
+	 * (only where the kernel counts it per user namespace). */
+	bool nproc_limit;
 };
+
+/* Rootless: whether this kernel lets an unprivileged process make a user
+ * namespace with its own id mapped in it, and the namespaces a sandbox
+ * needs inside it. 0, or -errno with the failing step in err. */
+int spawner_check_rootless(char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Forks the spawner. Call before threads or the event base exist. cg must
  * be set up already; the spawner keeps a copy. */

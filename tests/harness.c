@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,11 +33,8 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-void fixture_prepare(struct fixture *f, const char *templates_conf)
+static void make_dir(struct fixture *f)
 {
-	char agent[512];
-	FILE *cf;
-
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	snprintf(f->dir, sizeof(f->dir), "/tmp/sandpool-test-XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(f->dir));
@@ -45,9 +43,12 @@ void fixture_prepare(struct fixture *f, const char *templates_conf)
 	snprintf(f->conf, sizeof(f->conf), "%s/sandpoold.conf", f->dir);
 	snprintf(f->log, sizeof(f->log), "%s/daemon.log", f->dir);
 	snprintf(f->ledger, sizeof(f->ledger), "%s/ledger.db", f->dir);
-	snprintf(agent, sizeof(agent), "%s/sandpool-agent", builddir());
+}
 
-	cf = fopen(f->conf, "w");
+static void write_conf(struct fixture *f, const char *templates_conf, const char *agent)
+{
+	FILE *cf = fopen(f->conf, "w");
+
 	ck_assert_ptr_nonnull(cf);
 	fprintf(cf, "[daemon]\nsocket = %s\nstate_dir = %s/state\nagent_path = %s\nlog_level = debug\n",
 		f->sock, f->dir, agent);
@@ -57,11 +58,51 @@ void fixture_prepare(struct fixture *f, const char *templates_conf)
 	fclose(cf);
 }
 
-void fixture_spawn(struct fixture *f, void (*in_child)(void *arg), void *arg)
+void fixture_prepare(struct fixture *f, const char *templates_conf)
 {
-	char exe[512];
+	char agent[512];
 
-	snprintf(exe, sizeof(exe), "%s/sandpoold", builddir());
+	make_dir(f);
+	snprintf(agent, sizeof(agent), "%s/sandpool-agent", builddir());
+	write_conf(f, templates_conf, agent);
+}
+
+static void copy_exe(const char *name, const char *to_dir)
+{
+	char src[512], dst[512], buf[65536];
+	int in, out;
+	ssize_t n;
+
+	snprintf(src, sizeof(src), "%s/%s", builddir(), name);
+	snprintf(dst, sizeof(dst), "%s/%s", to_dir, name);
+	in = open(src, O_RDONLY | O_CLOEXEC);
+	ck_assert_msg(in >= 0, "open %s: %s", src, strerror(errno));
+	out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
+	ck_assert_msg(out >= 0, "create %s: %s", dst, strerror(errno));
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		ck_assert_int_eq(write(out, buf, (size_t)n), n);
+	ck_assert_int_eq(n, 0);
+	close(in);
+	close(out);
+}
+
+void fixture_prepare_as(struct fixture *f, const char *templates_conf, uid_t uid, gid_t gid)
+{
+	char bin[320], agent[400];
+
+	make_dir(f);
+	snprintf(bin, sizeof(bin), "%s/bin", f->dir);
+	ck_assert_int_eq(mkdir(bin, 0755), 0);
+	copy_exe("sandpoold", bin);
+	copy_exe("sandpool-agent", bin);
+	snprintf(agent, sizeof(agent), "%s/sandpool-agent", bin);
+	write_conf(f, templates_conf, agent);
+	ck_assert_int_eq(chown(f->dir, uid, gid), 0);
+	ck_assert_int_eq(chown(bin, uid, gid), 0);
+}
+
+static void spawn_exe(struct fixture *f, const char *exe, void (*in_child)(void *arg), void *arg)
+{
 	f->pid = fork();
 	ck_assert_int_ge(f->pid, 0);
 	if (f->pid == 0) {
@@ -73,6 +114,40 @@ void fixture_spawn(struct fixture *f, void (*in_child)(void *arg), void *arg)
 		execl(exe, "sandpoold", "--foreground", "--config", f->conf, (char *)NULL);
 		_exit(127);
 	}
+}
+
+void fixture_spawn(struct fixture *f, void (*in_child)(void *arg), void *arg)
+{
+	char exe[512];
+
+	snprintf(exe, sizeof(exe), "%s/sandpoold", builddir());
+	spawn_exe(f, exe, in_child, arg);
+}
+
+struct ids {
+	uid_t uid;
+	gid_t gid;
+};
+
+/* In the daemon's child, before exec: no groups, then the ids. */
+static void drop_to(void *arg)
+{
+	const struct ids *ids = arg;
+
+	if (setgroups(0, NULL) < 0 || setresgid(ids->gid, ids->gid, ids->gid) < 0 ||
+	    setresuid(ids->uid, ids->uid, ids->uid) < 0) {
+		fprintf(stderr, "drop to %u:%u: %s\n", (unsigned)ids->uid, (unsigned)ids->gid, strerror(errno));
+		_exit(126);
+	}
+}
+
+void fixture_spawn_as(struct fixture *f, uid_t uid, gid_t gid)
+{
+	struct ids ids = { uid, gid };
+	char exe[400];
+
+	snprintf(exe, sizeof(exe), "%s/bin/sandpoold", f->dir);
+	spawn_exe(f, exe, drop_to, &ids);
 }
 
 void fixture_wait_socket(struct fixture *f)

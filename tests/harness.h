@@ -32,6 +32,12 @@ void fixture_start(struct fixture *f, const char *templates_conf);
 void fixture_prepare(struct fixture *f, const char *templates_conf);
 void fixture_spawn(struct fixture *f, void (*in_child)(void *arg), void *arg);
 void fixture_wait_socket(struct fixture *f);
+/* fixture_prepare for a daemon run as uid:gid without supplementary
+ * groups: sandpoold and sandpool-agent are copied into the temp dir (the
+ * build tree may be out of that user's reach), which uid:gid then owns. */
+void fixture_prepare_as(struct fixture *f, const char *templates_conf, uid_t uid, gid_t gid);
+/* fixture_spawn for such a fixture: its copy of the daemon, as uid:gid. */
+void fixture_spawn_as(struct fixture *f, uid_t uid, gid_t gid);
 /* SIGTERM, waits; returns the daemon's exit status (-1 if it did not exit). */
 int fixture_stop(struct fixture *f);
 /* rm -rf the temp dir. */

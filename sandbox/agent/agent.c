@@ -25,10 +25,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <linux/securebits.h>
 #include <sys/prctl.h>
 #include <sys/queue.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -105,6 +108,10 @@ static struct {
 	struct event *sigchld;
 	uid_t uid;
 	gid_t gid;
+	/* Rootless: uid and gid are 0, the only ids the namespace maps; user
+	 * code keeps them, with every capability dropped. */
+	bool rootless;
+	rlim_t nproc; /* RLIMIT_NPROC of user code; 0: none (a pids cgroup bounds it) */
 	size_t max_frame;
 	size_t chunk;
 	bool paused; /* exec pipes unread: ctrl output above AGENT_OUTBUF_HIGH */
@@ -783,6 +790,37 @@ static void child_place_fds(int rep, const struct child_plan *c)
 		child_fail(rep, "close_range: %s", strerror(errno));
 }
 
+/* Rootful: to the sandbox user, a host uid of the sandbox's own. The
+ * uid change clears every capability set. */
+static void child_become_user(int rep)
+{
+	if (setgroups(0, NULL) < 0)
+		child_fail(rep, "setgroups: %s", strerror(errno));
+	if (setresgid(agent.gid, agent.gid, agent.gid) < 0)
+		child_fail(rep, "setgid %u: %s", (unsigned)agent.gid, strerror(errno));
+	if (setresuid(agent.uid, agent.uid, agent.uid) < 0)
+		child_fail(rep, "setuid %u: %s", (unsigned)agent.uid, strerror(errno));
+	if (setuid(0) == 0 || setgid(0) == 0)
+		child_fail(rep, "setuid %u: root could be regained", (unsigned)agent.uid);
+}
+
+/* Rootless: no other id to become, so uid 0 stays and the capability
+ * sets are emptied instead; checked, as the rootful drop checks that root
+ * cannot be regained. */
+static void child_drop_capabilities(int rep)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct none[2] = { { 0 } }, now[2];
+
+	if (syscall(SYS_capset, &h, none) < 0)
+		child_fail(rep, "capset: %s", strerror(errno));
+	if (syscall(SYS_capget, &h, now) < 0)
+		child_fail(rep, "capget: %s", strerror(errno));
+	for (int i = 0; i < 2; i++)
+		if (now[i].effective || now[i].permitted || now[i].inheritable)
+			child_fail(rep, "capset: capabilities left");
+}
+
 /* Runs in the forked child; the agent is single-threaded, so everything
  * (stdio formatting, strerror, malloc) is safe here. */
 static void __attribute__((noreturn)) child_main(const struct child_plan *c, pid_t agent_pid)
@@ -811,6 +849,17 @@ static void __attribute__((noreturn)) child_main(const struct child_plan *c, pid
 		if (setrlimit(user_rlimits[i].resource, &rl) < 0)
 			child_fail(rep, "setrlimit: %s", strerror(errno));
 	}
+	if (agent.nproc && setrlimit(RLIMIT_NPROC, &(struct rlimit){ agent.nproc, agent.nproc }) < 0)
+		child_fail(rep, "setrlimit(RLIMIT_NPROC): %s", strerror(errno));
+	/* Rootless, user code stays uid 0: first take from uid 0 what it means
+	 * to execve (capabilities granted to root), for good. Needs
+	 * CAP_SETPCAP, so before the capabilities go. */
+	if (agent.rootless &&
+	    prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+					     SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
+					     SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
+		  0, 0, 0) < 0)
+		child_fail(rep, "prctl(PR_SET_SECUREBITS): %s", strerror(errno));
 	/* Empty the bounding and ambient sets while we may: after the uid
 	 * change below nothing can give user code a capability back. */
 	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
@@ -818,14 +867,10 @@ static void __attribute__((noreturn)) child_main(const struct child_plan *c, pid
 			child_fail(rep, "drop capability %d: %s", cap, strerror(errno));
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		child_fail(rep, "clear ambient capabilities: %s", strerror(errno));
-	if (setgroups(0, NULL) < 0)
-		child_fail(rep, "setgroups: %s", strerror(errno));
-	if (setresgid(agent.gid, agent.gid, agent.gid) < 0)
-		child_fail(rep, "setgid %u: %s", (unsigned)agent.gid, strerror(errno));
-	if (setresuid(agent.uid, agent.uid, agent.uid) < 0)
-		child_fail(rep, "setuid %u: %s", (unsigned)agent.uid, strerror(errno));
-	if (setuid(0) == 0 || setgid(0) == 0)
-		child_fail(rep, "setuid %u: root could be regained", (unsigned)agent.uid);
+	if (agent.rootless)
+		child_drop_capabilities(rep);
+	else
+		child_become_user(rep);
 	/* After the drop, so that the user's permissions apply to the path. */
 	if (chdir(c->cwd) < 0)
 		child_fail(rep, "chdir %s: %s", c->cwd, strerror(errno));
@@ -1220,7 +1265,7 @@ static void ctrl_on_event(struct bufferevent *bev, short what, void *arg)
 
 static void __attribute__((noreturn)) usage(void)
 {
-	die("usage: sandpool-agent --uid UID --gid GID [--max-frame BYTES]");
+	die("usage: sandpool-agent {--uid UID --gid GID | --rootless} [--max-frame BYTES] [--nproc N]");
 }
 
 static unsigned long long parse_number(const char *opt, const char *s, unsigned long long min,
@@ -1242,6 +1287,8 @@ static void agent_parse_args(int argc, char **argv)
 		{ "uid", required_argument, NULL, 'u' },
 		{ "gid", required_argument, NULL, 'g' },
 		{ "max-frame", required_argument, NULL, 'f' },
+		{ "rootless", no_argument, NULL, 'r' },
+		{ "nproc", required_argument, NULL, 'n' },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool have_uid = false, have_gid = false;
@@ -1262,11 +1309,19 @@ static void agent_parse_args(int argc, char **argv)
 		case 'f':
 			agent.max_frame = (size_t)parse_number("--max-frame", optarg, 1024, 1u << 30);
 			break;
+		case 'r':
+			agent.rootless = true;
+			break;
+		case 'n':
+			agent.nproc = (rlim_t)parse_number("--nproc", optarg, 1, 1u << 22);
+			break;
 		default:
 			usage();
 		}
 	}
-	if (!have_uid || !have_gid || optind != argc)
+	/* Rootless takes no ids: 0 is the only one there is. */
+	if (agent.rootless == (have_uid || have_gid) || (!agent.rootless && have_uid != have_gid) ||
+	    optind != argc)
 		usage();
 	agent.chunk = agent.max_frame < AGENT_CHUNK_MAX ? agent.max_frame : AGENT_CHUNK_MAX;
 }
