@@ -220,17 +220,31 @@ static const char *builddir(void)
 	return dir;
 }
 
+/* Whether keys (one "key = value" a line) sets key. */
+static bool sets_key(const char *keys, const char *key)
+{
+	size_t n = strlen(key);
+
+	for (const char *l = keys; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		if (!strncmp(l, key, n) && l[n] && strchr(" \t=", l[n]))
+			return true;
+	return false;
+}
+
 static void write_config(struct bench_daemon *d, const char *daemon_keys, const char *templates)
 {
-	char agent[512];
+	char agent[512], ledger[400] = "";
 	FILE *f;
 	int n;
 
 	snprintf(agent, sizeof(agent), "%s/sandpool-agent", builddir());
+	/* A key may appear once: daemon_keys may name the ledger itself (off). */
+	if (!daemon_keys || !sets_key(daemon_keys, "ledger_path"))
+		snprintf(ledger, sizeof(ledger), "ledger_path = %s/ledger.db\n", d->dir);
 	n = snprintf(d->config_text, sizeof(d->config_text),
-		     "[daemon]\nsocket = %s\nstate_dir = %s/state\nledger_path = %s/ledger.db\n"
+		     "[daemon]\nsocket = %s\nstate_dir = %s/state\n%s"
 		     "agent_path = %s\nlog_level = warn\ndrain_timeout = 2s\n%s\n%s",
-		     d->sock, d->dir, d->dir, agent, daemon_keys ? daemon_keys : "", templates);
+		     d->sock, d->dir, ledger, agent, daemon_keys ? daemon_keys : "", templates);
 	if (n < 0 || (size_t)n >= sizeof(d->config_text))
 		bench_die("config too long");
 	f = fopen(d->conf, "we");

@@ -69,6 +69,7 @@ struct bench_daemon {
 /* Starts sandpoold --foreground on a config made of a [daemon] section
  * (socket, state dir, ledger, agent path, log level, drain timeout, all but
  * the last two in the temp dir, then daemon_keys) and templates, verbatim.
+ * daemon_keys may set ledger_path itself (off, or another database).
  * Waits until the socket accepts. Dies on failure. */
 void bench_daemon_start(struct bench_daemon *d, const char *daemon_keys, const char *templates);
 /* Rewrites the config with new templates and sends SIGHUP. */

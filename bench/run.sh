@@ -14,7 +14,7 @@ export SANDPOOL_SRCDIR
 tmp=$(mktemp -d /tmp/sandpool-bench-results-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
-progs="bench_lease bench_run bench_exec bench_create bench_memory bench_code bench_e2b"
+progs="bench_lease bench_run bench_exec bench_create bench_memory bench_code bench_e2b bench_ledger"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date +%s)
 status=0
