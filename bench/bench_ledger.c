@@ -59,7 +59,7 @@
 /* Parts 2 and 3: the daemon's ledger counters are polled this often. */
 #define POLL_MS 20
 #define SESSIONS 16
-#define ROUNDS 6
+#define ROUNDS 5
 #define LEVEL_MS 700
 #define WARM_MS 150
 /* Part 3: clients paced to SATURATE_RATE lease+release/s in all, a rate
@@ -67,9 +67,9 @@
  * UNLOCK_AT_MS. */
 #define SATURATE_CLIENTS 16
 #define SATURATE_RATE 5000
-#define SATURATE_MS 7000
-#define LOCK_AT_MS 1200
-#define UNLOCK_AT_MS 3700
+#define SATURATE_MS 6000
+#define LOCK_AT_MS 1000
+#define UNLOCK_AT_MS 3200
 /* The daemon's ledger_flush (its default), which is also how long one
  * commit waits for a lock (at most a second). */
 #define DAEMON_FLUSH_MS 200
