@@ -4,11 +4,14 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <msgpack/unpack_define.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* The unpacker grows its buffer on demand; this is only the first slab. */
 #define READER_INITIAL_BUFFER (64 * 1024)
+
+_Static_assert(IPC_MAX_DEPTH <= MSGPACK_EMBED_STACK_SIZE, "deeper than libmsgpackc decodes");
 
 int ipc_reader_init(struct ipc_reader *r, size_t max_frame)
 {
@@ -16,6 +19,8 @@ int ipc_reader_init(struct ipc_reader *r, size_t max_frame)
 		return -ENOMEM;
 	msgpack_unpacked_init(&r->unpacked);
 	r->max_frame = max_frame;
+	memset(&r->check, 0, sizeof(r->check));
+	r->check.failed = IPC_READ_MORE;
 	return 0;
 }
 
@@ -34,30 +39,214 @@ char *ipc_reader_buffer(struct ipc_reader *r, size_t want, size_t *len)
 	return msgpack_unpacker_buffer(&r->unpacker);
 }
 
+/* --- the check before decoding (struct ipc_frame_check) ----------------- */
+
+/* What a length being read counts. */
+enum len_kind {
+	LEN_RAW,   /* str or bin: payload bytes */
+	LEN_EXT,   /* ext: payload bytes after a type byte */
+	LEN_ARRAY, /* elements */
+	LEN_MAP,   /* key-value pairs */
+};
+
+/* Type bytes 0xc4 to 0xdf: a length of len_bytes bytes that counts kind,
+ * or (len_bytes 0) a payload of fixed bytes. */
+static const struct {
+	uint8_t len_bytes, kind, fixed;
+} check_heads[0xe0 - 0xc4] = {
+	[0xc4 - 0xc4] = { 1, LEN_RAW, 0 },   /* bin 8 */
+	[0xc5 - 0xc4] = { 2, LEN_RAW, 0 },   /* bin 16 */
+	[0xc6 - 0xc4] = { 4, LEN_RAW, 0 },   /* bin 32 */
+	[0xc7 - 0xc4] = { 1, LEN_EXT, 0 },   /* ext 8 */
+	[0xc8 - 0xc4] = { 2, LEN_EXT, 0 },   /* ext 16 */
+	[0xc9 - 0xc4] = { 4, LEN_EXT, 0 },   /* ext 32 */
+	[0xca - 0xc4] = { 0, 0, 4 },	     /* float 32 */
+	[0xcb - 0xc4] = { 0, 0, 8 },	     /* float 64 */
+	[0xcc - 0xc4] = { 0, 0, 1 },	     /* uint 8 */
+	[0xcd - 0xc4] = { 0, 0, 2 },	     /* uint 16 */
+	[0xce - 0xc4] = { 0, 0, 4 },	     /* uint 32 */
+	[0xcf - 0xc4] = { 0, 0, 8 },	     /* uint 64 */
+	[0xd0 - 0xc4] = { 0, 0, 1 },	     /* int 8 */
+	[0xd1 - 0xc4] = { 0, 0, 2 },	     /* int 16 */
+	[0xd2 - 0xc4] = { 0, 0, 4 },	     /* int 32 */
+	[0xd3 - 0xc4] = { 0, 0, 8 },	     /* int 64 */
+	[0xd4 - 0xc4] = { 0, 0, 2 },	     /* fixext 1, with its type byte */
+	[0xd5 - 0xc4] = { 0, 0, 3 },	     /* fixext 2 */
+	[0xd6 - 0xc4] = { 0, 0, 5 },	     /* fixext 4 */
+	[0xd7 - 0xc4] = { 0, 0, 9 },	     /* fixext 8 */
+	[0xd8 - 0xc4] = { 0, 0, 17 },	     /* fixext 16 */
+	[0xd9 - 0xc4] = { 1, LEN_RAW, 0 },   /* str 8 */
+	[0xda - 0xc4] = { 2, LEN_RAW, 0 },   /* str 16 */
+	[0xdb - 0xc4] = { 4, LEN_RAW, 0 },   /* str 32 */
+	[0xdc - 0xc4] = { 2, LEN_ARRAY, 0 }, /* array 16 */
+	[0xdd - 0xc4] = { 4, LEN_ARRAY, 0 }, /* array 32 */
+	[0xde - 0xc4] = { 2, LEN_MAP, 0 },   /* map 16 */
+	[0xdf - 0xc4] = { 4, LEN_MAP, 0 },   /* map 32 */
+};
+
+static void check_fail(struct ipc_frame_check *c, enum ipc_read_status st, const char *why)
+{
+	c->failed = st;
+	c->why = why;
+}
+
+/* The current message must have n more bytes than known so far. */
+static void check_grow(struct ipc_reader *r, uint64_t n)
+{
+	r->check.need += n;
+	if (r->check.need > r->max_frame)
+		check_fail(&r->check, IPC_READ_TOO_LARGE, "a declared size does not fit in max_frame");
+}
+
+/* An object ended: it counts in its container, which may end with it. */
+static void check_object_done(struct ipc_frame_check *c)
+{
+	while (c->depth > 0) {
+		if (--c->left[c->depth - 1] > 0)
+			return;
+		c->depth--;
+	}
+	c->ready++;
+	c->need = 0;
+}
+
+/* A container of n objects (a map's keys and values both count), each of
+ * at least one byte. */
+static void check_open(struct ipc_reader *r, uint64_t n)
+{
+	struct ipc_frame_check *c = &r->check;
+
+	if (c->depth == IPC_MAX_DEPTH) {
+		check_fail(c, IPC_READ_MALFORMED, "containers nested too deep");
+		return;
+	}
+	check_grow(r, n);
+	if (c->failed != IPC_READ_MORE)
+		return;
+	if (n == 0)
+		check_object_done(c);
+	else
+		c->left[c->depth++] = n;
+}
+
+static void check_payload(struct ipc_reader *r, uint64_t n)
+{
+	check_grow(r, n);
+	if (r->check.failed != IPC_READ_MORE)
+		return;
+	if (n == 0)
+		check_object_done(&r->check);
+	else
+		r->check.skip = n;
+}
+
+static void check_length_done(struct ipc_reader *r)
+{
+	uint64_t n = r->check.len;
+
+	switch (r->check.len_kind) {
+	case LEN_ARRAY:
+		check_open(r, n);
+		break;
+	case LEN_MAP:
+		check_open(r, 2 * n);
+		break;
+	case LEN_EXT:
+		check_payload(r, n + 1);
+		break;
+	default:
+		check_payload(r, n);
+		break;
+	}
+}
+
+/* b is the first byte of an object. */
+static void check_type_byte(struct ipc_reader *r, uint8_t b)
+{
+	struct ipc_frame_check *c = &r->check;
+
+	/* A message's first byte: any other object's first byte was counted
+	 * when its container opened. */
+	if (c->depth == 0)
+		check_grow(r, 1);
+	if (c->failed != IPC_READ_MORE)
+		return;
+	if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+		check_object_done(c); /* fixint, nil, bool */
+	} else if (b <= 0x8f) {
+		check_open(r, 2u * (b & 0x0f));
+	} else if (b <= 0x9f) {
+		check_open(r, b & 0x0f);
+	} else if (b <= 0xbf) {
+		check_payload(r, b & 0x1f);
+	} else if (b == 0xc1) {
+		check_fail(c, IPC_READ_MALFORMED, "invalid msgpack");
+	} else if (check_heads[b - 0xc4].len_bytes == 0) {
+		check_payload(r, check_heads[b - 0xc4].fixed);
+	} else {
+		c->len = 0;
+		c->len_bytes = check_heads[b - 0xc4].len_bytes;
+		c->len_kind = check_heads[b - 0xc4].kind;
+		check_grow(r, c->len_bytes);
+	}
+}
+
+static void check_bytes(struct ipc_reader *r, const uint8_t *p, size_t n)
+{
+	struct ipc_frame_check *c = &r->check;
+	size_t i = 0;
+
+	while (i < n && c->failed == IPC_READ_MORE) {
+		if (c->skip > 0) {
+			size_t k = c->skip < n - i ? (size_t)c->skip : n - i;
+
+			c->skip -= k;
+			i += k;
+			if (c->skip == 0)
+				check_object_done(c);
+		} else if (c->len_bytes > 0) {
+			c->len = c->len << 8 | p[i++];
+			if (--c->len_bytes == 0)
+				check_length_done(r);
+		} else {
+			check_type_byte(r, p[i++]);
+		}
+	}
+}
+
 void ipc_reader_consumed(struct ipc_reader *r, size_t n)
 {
+	check_bytes(r, (const uint8_t *)msgpack_unpacker_buffer(&r->unpacker), n);
+	/* libmsgpackc holds every byte but decodes only the messages the check
+	 * saw whole, one per ipc_reader_next(). */
 	msgpack_unpacker_buffer_consumed(&r->unpacker, n);
 }
 
 enum ipc_read_status ipc_reader_next(struct ipc_reader *r, struct rpc_msg *out, const char **why)
 {
+	if (r->check.ready == 0) {
+		if (r->check.failed == IPC_READ_MORE)
+			return IPC_READ_MORE;
+		*why = r->check.why;
+		return r->check.failed;
+	}
+	r->check.ready--;
 	switch (msgpack_unpacker_next(&r->unpacker, &r->unpacked)) {
 	case MSGPACK_UNPACK_SUCCESS:
 		if (ipc_msg_parse(&r->unpacked.data, out, why) < 0)
 			return IPC_READ_MALFORMED;
 		return IPC_READ_MSG;
-	case MSGPACK_UNPACK_CONTINUE:
-		/* Counts the bytes of the message being assembled, parsed or not. */
-		if (msgpack_unpacker_message_size(&r->unpacker) > r->max_frame)
-			return IPC_READ_TOO_LARGE;
-		return IPC_READ_MORE;
 	case MSGPACK_UNPACK_NOMEM_ERROR:
-		*why = "out of memory decoding message";
-		return IPC_READ_MALFORMED;
+		check_fail(&r->check, IPC_READ_MALFORMED, "out of memory decoding message");
+		break;
 	default:
-		*why = "invalid msgpack";
-		return IPC_READ_MALFORMED;
+		/* The check took for whole a message libmsgpackc did not. */
+		check_fail(&r->check, IPC_READ_MALFORMED, "invalid msgpack");
+		break;
 	}
+	r->check.ready = 0;
+	*why = r->check.why;
+	return IPC_READ_MALFORMED;
 }
 
 static int parse_params(const msgpack_object *p, struct rpc_msg *out, const char **why)

@@ -30,26 +30,57 @@ struct rpc_msg {
 	const msgpack_object *result; /* responses */
 };
 
+enum ipc_read_status {
+	IPC_READ_MSG = 0,	/* *out holds a message */
+	IPC_READ_MORE = 1,	/* need more bytes */
+	IPC_READ_MALFORMED = -1, /* bytes are not msgpack, or not a msgpack-RPC envelope */
+	IPC_READ_TOO_LARGE = -2, /* a message is, or declares itself, bigger than max_frame */
+};
+
+/* Containers open at once in one message: libmsgpackc's own limit, past
+ * which it fails as if out of memory (MSGPACK_EMBED_STACK_SIZE). */
+#define IPC_MAX_DEPTH 32
+
+/*
+ * The reader's check of the bytes it is given, before libmsgpackc sees
+ * them. libmsgpackc reserves room for all of a container's elements when it
+ * reads the header, so five bytes declaring 2^32 elements would cost
+ * gigabytes. The check walks the msgpack structure incrementally, its state
+ * kept across reads split anywhere, and fails a message as soon as its
+ * declared sizes cannot fit in max_frame, counting one byte for each object
+ * still to come (a map entry is two) and the declared payload of each str,
+ * bin and ext. Only whole messages are then handed to libmsgpackc, so what
+ * it allocates is bounded by the bytes that arrived.
+ */
+struct ipc_frame_check {
+	uint64_t need;		      /* least size of the current message, in bytes */
+	uint64_t skip;		      /* payload bytes to pass over */
+	uint64_t left[IPC_MAX_DEPTH]; /* objects still to come in each open container */
+	unsigned depth;		      /* open containers */
+	uint32_t len;		      /* a length or count being read, big-endian */
+	uint8_t len_bytes;	      /* bytes of it still to come */
+	uint8_t len_kind;	      /* what it counts (codec.c) */
+	size_t ready;		      /* whole messages buffered and not yet decoded */
+	enum ipc_read_status failed;  /* IPC_READ_MORE while the stream is sound */
+	const char *why;
+};
+
 /* Reads a byte stream into messages with a bound on a message's size. */
 struct ipc_reader {
 	msgpack_unpacker unpacker;
 	msgpack_unpacked unpacked;
 	size_t max_frame;
-};
-
-enum ipc_read_status {
-	IPC_READ_MSG = 0,	/* *out holds a message */
-	IPC_READ_MORE = 1,	/* need more bytes */
-	IPC_READ_MALFORMED = -1, /* bytes are not msgpack, or not a msgpack-RPC envelope */
-	IPC_READ_TOO_LARGE = -2, /* a message is bigger than max_frame */
+	struct ipc_frame_check check;
 };
 
 int ipc_reader_init(struct ipc_reader *r, size_t max_frame) __attribute__((warn_unused_result));
 void ipc_reader_destroy(struct ipc_reader *r);
 /* Buffer space to copy incoming bytes into; *len receives its size. */
 char *ipc_reader_buffer(struct ipc_reader *r, size_t want, size_t *len);
+/* n bytes were copied into that buffer; they are checked here, in O(n). */
 void ipc_reader_consumed(struct ipc_reader *r, size_t n);
-/* Next whole message; on MALFORMED, *why names what was wrong. */
+/* Next whole message. The messages before a bad one come out first, then
+ * MALFORMED or TOO_LARGE for good, with *why naming what was wrong. */
 enum ipc_read_status ipc_reader_next(struct ipc_reader *r, struct rpc_msg *out, const char **why);
 
 /* Validates one msgpack object as a msgpack-RPC message. */

@@ -429,6 +429,111 @@ START_TEST(test_garbage_and_vanishing_clients)
 }
 END_TEST
 
+/* Reads the one error frame a refused peer gets and the EOF after it;
+ * asserts its code. */
+static void expect_error_then_eof(int fd, const char *want)
+{
+	char buf[512];
+	size_t n = read_to_eof(fd, buf, sizeof(buf));
+	msgpack_unpacked up;
+	struct rpc_msg m;
+	const char *why, *code;
+	uint32_t clen;
+	size_t off = 0;
+
+	msgpack_unpacked_init(&up);
+	ck_assert_int_eq(msgpack_unpack_next(&up, buf, n, &off), MSGPACK_UNPACK_SUCCESS);
+	ck_assert_int_eq(ipc_msg_parse(&up.data, &m, &why), 0);
+	ck_assert_int_eq(m.type, RPC_RESPONSE);
+	ck_assert_uint_eq(m.msgid, 0);
+	ck_assert_ptr_nonnull(m.error);
+	ck_assert_int_eq(ipc_get_str(m.error, "code", &code, &clen), 0);
+	ck_assert_msg(clen == strlen(want) && strncmp(code, want, clen) == 0, "code %.*s", (int)clen, code);
+	ck_assert_uint_eq(off, n); /* nothing after it: the connection was closed */
+	msgpack_unpacked_destroy(&up);
+}
+
+static long daemon_vm_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "VmSize:", 7) == 0)
+			v = strtol(line + 7, NULL, 10);
+	fclose(f);
+	return v;
+}
+
+/* Container headers declaring more than a message can hold are refused
+ * before their elements arrive, and plausible ones cost no memory until
+ * their bytes do; the daemon serves everyone else meanwhile. */
+START_TEST(test_declared_sizes_refused)
+{
+	/* [0, 1, "hello", [{"k": <header>...  (max_frame is 4 MiB) */
+	static const char prefix[] = "\x94\x00\x01\xa5hello\x91\x81\xa1k";
+	static const char huge[] = "\xdd\xff\xff\xff\xff";	 /* 2^32 - 1 elements */
+	static const char plausible[] = "\xdd\x00\x20\x00\x00"; /* 2^21: libmsgpackc would reserve 48 MiB */
+	enum { HOLDERS = 32 };
+	struct sandpool *good = fixture_connect(&fx);
+	struct sandpool_reply *r = NULL;
+	struct sandpool_error err;
+	char frame[64];
+	int holders[HOLDERS], fd;
+	long before, during = 0;
+	size_t n;
+
+	ck_assert(fixture_wait_warm(&fx, "shell", 2, 20000));
+	ck_assert_int_eq(sandpool_call(good, "hello", NULL, 0, NULL, NULL, &r, &err), 0);
+	sandpool_reply_free(r);
+	before = daemon_vm_kib(fx.pid);
+
+	memcpy(frame, prefix, sizeof(prefix) - 1);
+	memcpy(frame + sizeof(prefix) - 1, plausible, sizeof(plausible) - 1);
+	n = sizeof(prefix) - 1 + sizeof(plausible) - 1;
+	for (int i = 0; i < HOLDERS; i++) {
+		holders[i] = raw_connect(fx.sock);
+		ck_assert_int_eq(write(holders[i], frame, n), (ssize_t)n);
+	}
+	for (int i = 0; i < 10; i++) {
+		long v;
+
+		ck_assert_int_eq(sandpool_call(good, "hello", NULL, 0, NULL, NULL, &r, &err), 0);
+		sandpool_reply_free(r);
+		v = daemon_vm_kib(fx.pid);
+		if (v > during)
+			during = v;
+		usleep(20000);
+	}
+	/* 32 reservations of 48 MiB would be 1.5 GiB. */
+	ck_assert_msg(during - before < 256 * 1024, "daemon address space grew by %ld KiB", during - before);
+
+	/* A header over max_frame: limit_exceeded, then EOF. */
+	fd = raw_connect(fx.sock);
+	memcpy(frame + sizeof(prefix) - 1, huge, sizeof(huge) - 1);
+	ck_assert_int_eq(write(fd, frame, n), (ssize_t)n);
+	expect_error_then_eof(fd, "limit_exceeded");
+	close(fd);
+
+	/* Nesting deeper than the codec decodes: bad_request, then EOF. */
+	fd = raw_connect(fx.sock);
+	memset(frame, '\x91', 40);
+	ck_assert_int_eq(write(fd, frame, 40), 40);
+	expect_error_then_eof(fd, "bad_request");
+	close(fd);
+
+	for (int i = 0; i < HOLDERS; i++)
+		close(holders[i]);
+	ck_assert_int_eq(sandpool_call(good, "hello", NULL, 0, NULL, NULL, &r, &err), 0);
+	sandpool_reply_free(r);
+	sandpool_close(good);
+}
+END_TEST
+
 START_TEST(test_sigterm_leaves_nothing)
 {
 	struct sandpool *sp;
@@ -480,6 +585,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(tc, test_output_cap_binary);
 	tcase_add_test(tc, test_concurrent_clients);
 	tcase_add_test(tc, test_garbage_and_vanishing_clients);
+	tcase_add_test(tc, test_declared_sizes_refused);
 	tcase_add_test(tc, test_sigterm_leaves_nothing);
 	suite_add_tcase(s, tc);
 	return s;
