@@ -750,11 +750,12 @@ static void bench_level(unsigned clients, struct sandpool *ctl, const char *db,
 			uint64_t catch_up_us;
 			long long w0;
 
+			/* Every run starts with the other daemon's writer idle too. */
+			wait_drained(ctl);
 			if (c == COND_OFF) {
 				run_polled(&without_ledger, NULL, clients, r, c, round);
 				continue;
 			}
-			wait_drained(ctl);
 			if (c == COND_LEDGER) {
 				run_polled(&with_ledger, db, clients, r, c, round);
 				continue;
