@@ -31,6 +31,8 @@
 #define PRUNE_EVERY_US (3600 * 1000000ull)
 /* How long one attempt waits for another connection's write lock. */
 #define BUSY_MAX_MS 1000
+/* Bytes of WAL kept after a checkpoint (64 MiB). */
+#define LEDGER_WAL_LIMIT_TEXT "67108864"
 
 enum record_kind {
 	REC_RUN_START,
@@ -574,6 +576,10 @@ static int open_db(char *err, size_t errlen, bool *permanent)
 	}
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+	/* A WAL that a long reader made grow is cut back to this after the
+	 * next full checkpoint, instead of keeping its size for good. */
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "PRAGMA journal_size_limit = " LEDGER_WAL_LIMIT_TEXT, NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
 		goto fail;
 	if (schema_migrate(db, SCHEMA_VERSION, err, errlen) < 0 ||
