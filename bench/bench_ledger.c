@@ -1,5 +1,5 @@
 /*
- * g. The ledger (docs/LEDGER.md): what its writer thread sustains, and
+ * h. The ledger (docs/LEDGER.md): what its writer thread sustains, and
  * whether someone reading the database slows leases.
  *
  * 1. Writer throughput against store/ledger.c itself, linked in as
@@ -1005,7 +1005,7 @@ int main(int argc, char **argv)
 
 	bench_raise_nofile();
 	log_set_level(LOG_WARNING);
-	bench_section("g. Ledger: writer throughput and a concurrent reader", argc, argv);
+	bench_section("h. Ledger: writer throughput and a concurrent reader", argc, argv);
 
 	bench_writer(&w);
 
