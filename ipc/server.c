@@ -130,6 +130,8 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 			bufferevent_enable(c->bev, EV_WRITE);
 		else if (c->failing)
 			conn_close(c);
+		else
+			bufferevent_disable(c->bev, EV_WRITE);
 	}
 }
 
@@ -150,6 +152,14 @@ static void on_written(struct bufferevent *bev, void *arg)
 	bufferevent_disable(bev, EV_WRITE);
 }
 
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct ipc_conn *c = arg;
+
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+		conn_close(c);
+}
+
 /* After an error frame, stop reading and close once the frame is out. */
 static void on_drained_close(struct bufferevent *bev, void *arg)
 {
@@ -165,7 +175,7 @@ static void conn_fail(struct ipc_conn *c, enum sandpool_errcode code, const char
 		 (unsigned)c->uid, (int)c->pid, msg);
 	c->failing = true;
 	bufferevent_disable(c->bev, EV_READ);
-	bufferevent_setcb(c->bev, NULL, on_drained_close, NULL, c);
+	bufferevent_setcb(c->bev, NULL, on_drained_close, on_event, c);
 	bufferevent_set_timeouts(c->bev, NULL, &(struct timeval){ 2, 0 });
 	/* on_flush writes it, and closes, or leaves the rest to EV_WRITE. */
 	ipc_pack_response_error(&c->pk, 0, sandpool_errcode_name(code), msg);
@@ -233,13 +243,6 @@ static void on_read(struct bufferevent *bev, void *arg)
 	}
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct ipc_conn *c = arg;
-
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
-		conn_close(c);
-}
 
 static void reject(evutil_socket_t fd, const char *code, const char *msg)
 {

@@ -209,6 +209,7 @@ static void on_created(struct e2b_api *q, enum e2b_outcome o, long status, const
 		return;
 	}
 	(void)copy_str(json, "envdAccessToken", es->access_token, sizeof(es->access_token));
+	(void)copy_str(json, "trafficAccessToken", es->traffic_token, sizeof(es->traffic_token));
 	if (copy_str(json, "domain", es->domain, sizeof(es->domain)) < 0 || !es->domain[0])
 		snprintf(es->domain, sizeof(es->domain), "%s", t->e2b_domain);
 	sb_log_debug(es->sb, "E2B sandbox %s created", es->sandbox_id);
@@ -278,6 +279,11 @@ static void e2b_destroy(struct sandbox *sb)
 {
 	struct e2b_sandbox *es = es_of(sb);
 
+	if (!es) {
+		/* e2b_create failed before there was anything to kill. */
+		sandbox_backend_gone(sb);
+		return;
+	}
 	es->destroying = true;
 	if (es->keepalive_timer)
 		event_del(es->keepalive_timer);
@@ -302,6 +308,8 @@ static void e2b_release(struct sandbox *sb)
 {
 	struct e2b_sandbox *es = es_of(sb);
 
+	if (!es)
+		return;
 	e2b_run_abandon_all(es);
 	e2b_api_cancel(es->create_req);
 	e2b_api_cancel(es->keepalive_req);

@@ -72,6 +72,7 @@ struct e2b_sandbox {
 	struct sandbox *sb;
 	char sandbox_id[64]; /* E2B's sandboxID; "" until created */
 	char access_token[256];
+	char traffic_token[256]; /* E2B-Traffic-Access-Token, when E2B issued one */
 	char domain[128];
 	struct e2b_api *create_req, *keepalive_req, *delete_req, *check_req;
 	struct event *keepalive_timer;

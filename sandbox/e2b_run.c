@@ -22,9 +22,9 @@
 #define HEALTH_PROBE_MS 250
 #define HEALTH_TRIES 80
 #define UNARY_TIMEOUT_MS 30000
-/* A stream silent this long is dead (envd sends keepalives, the code
- * interpreter output; a cell quiet for longer still has its timeout). */
-#define STREAM_IDLE_MS 0
+/* A stream silent this long is dead: envd and the code interpreter
+ * send keepalives every few seconds while a process or a cell runs. */
+#define STREAM_IDLE_MS 120000
 /* After a kill, how long the exec's stream may take to report the end. */
 #define KILL_GRACE_MS 2000
 /* A streamed line or envelope larger than this breaks the stream. */
@@ -50,17 +50,19 @@ struct e2b_op {
 	struct event *timer;
 	uint64_t started_us;
 	uint64_t max_output, out_bytes;
+	size_t scanned; /* bytes of in known to hold no newline */
 	bool truncated;
 	/* OP_EXEC */
 	uint32_t pid;
 	bool ended, killed;
+	char *stream_error; /* the Connect end-of-stream error, if any */
 	enum exec_limit limit;
 	struct exec_result res;
 	char *stdin_data;
 	size_t stdin_len;
 	/* OP_CODE */
 	bool preload, timed_out, interrupted;
-	int ctx; /* index in es->contexts, -1 until known */
+	char ctx_id[64]; /* its context, "" until known; by id, as removals move entries */
 	char *code;
 	struct evbuffer *env_json; /* {"K":"V",...} */
 	msgpack_sbuffer error; /* the cell's error map, packed; empty: none */
@@ -90,6 +92,7 @@ static void op_free(struct e2b_op *op)
 		msgpack_unpacked_destroy(&op->params);
 	msgpack_sbuffer_destroy(&op->error);
 	free(op->params_buf);
+	free(op->stream_error);
 	free(op->stdin_data);
 	free(op->code);
 	free(op);
@@ -104,7 +107,6 @@ static struct e2b_op *op_new(struct e2b_sandbox *es, enum op_kind kind, uint64_t
 	op->es = es;
 	op->kind = kind;
 	op->id = id;
-	op->ctx = -1;
 	op->started_us = monotonic_us();
 	msgpack_sbuffer_init(&op->error);
 	TAILQ_INSERT_TAIL(&es->ops, op, link);
@@ -168,22 +170,29 @@ static struct http_request *sandbox_request(struct e2b_sandbox *es, int port, co
 	char url[E2B_URL_MAX], h[512];
 	struct http_request *r;
 	bool routed = t->e2b_sandbox_url && *t->e2b_sandbox_url;
-	int rc = 0;
+	int rc = 0, w;
 
 	if (routed) {
 		size_t n = strlen(t->e2b_sandbox_url);
 
 		while (n > 0 && t->e2b_sandbox_url[n - 1] == '/')
 			n--;
-		snprintf(url, sizeof(url), "%.*s%s", (int)n, t->e2b_sandbox_url, path);
+		w = snprintf(url, sizeof(url), "%.*s%s", (int)n, t->e2b_sandbox_url, path);
 	} else {
-		snprintf(url, sizeof(url), "https://%d-%s.%s%s", port, es->sandbox_id, es->domain, path);
+		w = snprintf(url, sizeof(url), "https://%d-%s.%s%s", port, es->sandbox_id, es->domain, path);
 	}
+	/* A cut URL would name another file: refuse it instead. */
+	if (w < 0 || (size_t)w >= sizeof(url))
+		return NULL;
 	r = http_request_new(method, url);
 	if (!r)
 		return NULL;
 	if (es->access_token[0]) {
 		snprintf(h, sizeof(h), "X-Access-Token: %s", es->access_token);
+		rc = http_request_header(r, h);
+	}
+	if (es->traffic_token[0] && rc == 0) {
+		snprintf(h, sizeof(h), "E2B-Traffic-Access-Token: %s", es->traffic_token);
 		rc = http_request_header(r, h);
 	}
 	if (routed && rc == 0) {
@@ -199,11 +208,20 @@ static struct http_request *sandbox_request(struct e2b_sandbox *es, int port, co
 	return r;
 }
 
-/* A 404 or 502 from inside may mean E2B reaped the sandbox: ask. */
+/* A 502 from inside, or a 404 where nothing but the sandbox can be
+ * missing (not a file), may mean E2B reaped the sandbox: ask. */
 static void maybe_lost(struct e2b_op *op, int err, long status)
 {
-	if (!err && (status == 404 || status == 502))
+	if (!err && (status == 502 || (status == 404 && op->kind != OP_UNARY)))
 		e2b_check_alive(op->es);
+}
+
+/* A string field as a C string, NULL when absent or not a string. */
+static char *dup_field(const msgpack_object *map, const char *key)
+{
+	const msgpack_object *o = ipc_map_get(map, key);
+
+	return o ? ipc_obj_strdup(o) : NULL;
 }
 
 /* ---- exec: envd's Process/Start ----------------------------------------- */
@@ -405,6 +423,9 @@ static bool on_exec_data(struct http_request *r, const char *data, size_t len, v
 			/* The end-of-stream envelope (flag 2) carries only an error. */
 			if (!(head[0] & 2))
 				exec_event(op, &msg.data);
+			else if (!op->stream_error) {
+				op->stream_error = dup_field(ipc_map_get(&msg.data, "error"), "message");
+			}
 			msgpack_unpacked_destroy(&msg);
 		}
 		evbuffer_drain(op->in, 5 + (size_t)n);
@@ -425,6 +446,8 @@ static void on_exec_done(struct http_request *r, int err, long status, void *arg
 	maybe_lost(op, err, status);
 	if (err)
 		snprintf(msg, sizeof(msg), "E2B envd stream failed: %s", strerror(-err));
+	else if (op->stream_error)
+		snprintf(msg, sizeof(msg), "E2B envd: %.200s", op->stream_error);
 	else
 		snprintf(msg, sizeof(msg), "E2B envd answered HTTP %ld to Process/Start", status);
 	exec_finish(op, SANDPOOL_E_BACKEND_ERROR, msg);
@@ -436,7 +459,7 @@ static int put_env_map(struct evbuffer *b, const char *const *env)
 
 	for (unsigned i = 0; env && env[i] && rc == 0; i++) {
 		size_t k = strcspn(env[i], "=");
-		char val[1024];
+		char val[4200];
 		const char *v = env[i][k] ? env[i] + k + 1 : "";
 
 		/* The sandbox's home is E2B's, wherever the daemon says /workspace. */
@@ -459,7 +482,7 @@ int e2b_run_exec(struct sandbox *sb, struct sandbox_exec *ex, const struct exec_
 	struct e2b_op *op;
 	struct evbuffer *json = evbuffer_new(), *env = NULL;
 	unsigned char head[5];
-	char cwd[1024];
+	char cwd[4200];
 	size_t n;
 	struct timeval tv = ms_timeval(req->timeout_ms);
 	int rc = -ENOMEM;
@@ -564,6 +587,19 @@ static int find_context(const struct e2b_sandbox *es, const char *id, size_t len
 	return -1;
 }
 
+/* The op's context, or NULL when it was removed meanwhile. */
+static struct e2b_context *op_context(struct e2b_op *op)
+{
+	int i = op->ctx_id[0] ? find_context(op->es, op->ctx_id, strlen(op->ctx_id)) : -1;
+
+	return i < 0 ? NULL : &op->es->contexts[i];
+}
+
+static void op_set_context(struct e2b_op *op, int i)
+{
+	snprintf(op->ctx_id, sizeof(op->ctx_id), "%s", op->es->contexts[i].id);
+}
+
 static int default_context(const struct e2b_sandbox *es, const char *lang)
 {
 	for (unsigned i = 0; i < es->n_contexts; i++)
@@ -643,10 +679,13 @@ static void call_error(struct e2b_op *op, enum sandpool_errcode code, const char
 static void code_output(struct e2b_op *op, int stream, const char *text, uint32_t len)
 {
 	struct sandbox_call *c = find_call(op->es->sb, op->id);
-	const struct e2b_context *ctx = &op->es->contexts[op->ctx];
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 
+	if (op->out_bytes >= op->max_output) {
+		op->truncated = op->truncated || len > 0;
+		return;
+	}
 	if (op->out_bytes + len > op->max_output) {
 		len = (uint32_t)(op->max_output - op->out_bytes);
 		op->truncated = true;
@@ -658,7 +697,7 @@ static void code_output(struct e2b_op *op, int stream, const char *text, uint32_
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 4);
 	ipc_pack_kv_uint(&pk, "id", op->id);
-	ipc_pack_kv_str(&pk, "context_id", ctx->id);
+	ipc_pack_kv_str(&pk, "context_id", op->ctx_id);
 	ipc_pack_kv_uint(&pk, "stream", (uint64_t)stream);
 	ipc_pack_kv_bin(&pk, "data", text, len);
 	call_notify(c, "output", &sb);
@@ -684,7 +723,7 @@ static void code_result(struct e2b_op *op, const msgpack_object *line)
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 3);
 	ipc_pack_kv_uint(&pk, "id", op->id);
-	ipc_pack_kv_str(&pk, "context_id", op->es->contexts[op->ctx].id);
+	ipc_pack_kv_str(&pk, "context_id", op->ctx_id);
 	ipc_pack_cstr(&pk, "result");
 	before = sb.size;
 	msgpack_pack_map(&pk, keep);
@@ -696,12 +735,15 @@ static void code_result(struct e2b_op *op, const msgpack_object *line)
 		msgpack_pack_object(&pk, m->ptr[i].key);
 		msgpack_pack_object(&pk, m->ptr[i].val);
 	}
-	/* Results count towards max_output like local sandboxes' do. */
-	if (op->out_bytes + (sb.size - before) > op->max_output)
+	/* Results count towards max_output like local sandboxes' do; one
+	 * that does not fit is dropped whole. */
+	if (op->out_bytes + (sb.size - before) > op->max_output) {
 		op->truncated = true;
-	else if (c)
-		call_notify(c, "result", &sb);
-	op->out_bytes += sb.size - before;
+	} else {
+		op->out_bytes += sb.size - before;
+		if (c)
+			call_notify(c, "result", &sb);
+	}
 	msgpack_sbuffer_destroy(&sb);
 }
 
@@ -735,9 +777,9 @@ static void code_line(struct e2b_op *op, const char *line, size_t len)
 		if (!op->preload)
 			code_result(op, &u.data);
 	} else if (IS("error")) {
-		char *name = ipc_obj_strdup(ipc_map_get(&u.data, "name"));
-		char *value = ipc_obj_strdup(ipc_map_get(&u.data, "value"));
-		char *tb = ipc_obj_strdup(ipc_map_get(&u.data, "traceback"));
+		char *name = dup_field(&u.data, "name");
+		char *value = dup_field(&u.data, "value");
+		char *tb = dup_field(&u.data, "traceback");
 
 		pack_error(op, name ? name : "Error", value ? value : "", tb ? tb : "");
 		free(name);
@@ -756,15 +798,23 @@ out:
 static bool on_code_data(struct http_request *r, const char *data, size_t len, void *arg)
 {
 	struct e2b_op *op = arg;
-	struct evbuffer_ptr p;
+	struct evbuffer_ptr p, from;
 
 	if (evbuffer_add(op->in, data, len) < 0)
 		return false;
-	while ((p = evbuffer_search(op->in, "\n", 1, NULL)).pos >= 0) {
-		size_t n = (size_t)p.pos;
-
-		code_line(op, (const char *)evbuffer_pullup(op->in, (ssize_t)n + 1), n);
-		evbuffer_drain(op->in, n + 1);
+	/* Resume the search where the last one stopped: a long line arrives
+	 * in many pieces and must not be rescanned for each. */
+	for (;;) {
+		if (evbuffer_ptr_set(op->in, &from, op->scanned, EVBUFFER_PTR_SET) < 0)
+			break;
+		p = evbuffer_search(op->in, "\n", 1, &from);
+		if (p.pos < 0) {
+			op->scanned = evbuffer_get_length(op->in);
+			break;
+		}
+		code_line(op, (const char *)evbuffer_pullup(op->in, (ssize_t)p.pos + 1), (size_t)p.pos);
+		evbuffer_drain(op->in, (size_t)p.pos + 1);
+		op->scanned = 0;
 	}
 	return evbuffer_get_length(op->in) <= MAX_MESSAGE;
 }
@@ -773,15 +823,15 @@ static bool on_code_data(struct http_request *r, const char *data, size_t len, v
 static void code_finish(struct e2b_op *op)
 {
 	struct e2b_sandbox *es = op->es;
-	struct e2b_context *ctx = &es->contexts[op->ctx];
+	struct e2b_context *ctx = op_context(op);
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 
-	if (ctx->busy)
+	if (ctx && ctx->busy)
 		ctx->busy--;
-	if (op->execution_count)
+	if (ctx && op->execution_count)
 		ctx->execution_count = op->execution_count;
-	else
+	else if (ctx)
 		op->execution_count = ++ctx->execution_count;
 	if (op->preload) {
 		char why[512] = "";
@@ -807,7 +857,7 @@ static void code_finish(struct e2b_op *op)
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 7);
-	ipc_pack_kv_str(&pk, "context_id", ctx->id);
+	ipc_pack_kv_str(&pk, "context_id", op->ctx_id);
 	ipc_pack_kv_uint(&pk, "execution_count", op->execution_count);
 	ipc_pack_cstr(&pk, "error");
 	if (op->error.size)
@@ -836,8 +886,8 @@ static void on_code_done(struct http_request *r, int err, long status, void *arg
 		return;
 	}
 	maybe_lost(op, err, status);
-	if (op->es->contexts[op->ctx].busy)
-		op->es->contexts[op->ctx].busy--;
+	if (op_context(op) && op_context(op)->busy)
+		op_context(op)->busy--;
 	if (err)
 		call_error(op, SANDPOOL_E_BACKEND_ERROR, "E2B code interpreter: %s", strerror(-err));
 	else if (status == 404)
@@ -866,10 +916,15 @@ static void on_code_timer(evutil_socket_t fd, short what, void *arg)
 
 static void start_execute(struct e2b_op *op, uint64_t timeout_ms)
 {
-	struct e2b_context *ctx = &op->es->contexts[op->ctx];
-	struct evbuffer *b = evbuffer_new();
+	struct e2b_context *ctx = op_context(op);
+	struct evbuffer *b = ctx ? evbuffer_new() : NULL;
 	struct timeval tv = ms_timeval(timeout_ms);
 	int rc = b ? 0 : -ENOMEM;
+
+	if (!ctx) {
+		call_error(op, SANDPOOL_E_NOT_FOUND, "the context was removed");
+		return;
+	}
 
 	rc = rc ?: (evbuffer_add(b, "{", 1) < 0 ? -ENOMEM : 0);
 	rc = rc ?: json_put_key(b, "code");
@@ -994,7 +1049,7 @@ static void on_context_created(struct e2b_op *op, long status, struct evbuffer *
 	(void)ipc_get_str(&u.data, "cwd", &cwd, &cwdlen);
 	snprintf(ctx->cwd, sizeof(ctx->cwd), "%.*s", (int)cwdlen, cwd);
 	msgpack_unpacked_destroy(&u);
-	op->ctx = (int)es->n_contexts++;
+	op_set_context(op, (int)es->n_contexts++);
 	if (op->kind == OP_CODE) {
 		snprintf(ctx->language, sizeof(ctx->language), "%s", op->lang);
 		ctx->is_default = true;
@@ -1022,7 +1077,7 @@ static void on_context_created(struct e2b_op *op, long status, struct evbuffer *
 static int create_context(struct e2b_op *op, const char *lang, const char *cwd, size_t cwd_len)
 {
 	struct evbuffer *b = evbuffer_new();
-	char mapped[1024];
+	char mapped[4200];
 	int rc = b ? 0 : -ENOMEM;
 
 	if (op->es->n_contexts == E2B_MAX_CONTEXTS) {
@@ -1055,6 +1110,7 @@ static void start_code_run(struct e2b_op *op)
 	http_request_free(op->http);
 	op->http = NULL;
 	evbuffer_drain(op->in, evbuffer_get_length(op->in));
+	op->scanned = 0;
 	start_execute(op, timeout_ms);
 }
 
@@ -1091,17 +1147,19 @@ static int code_run(struct e2b_op *op)
 			return -ENOMEM;
 	}
 	if (ipc_get_str(p, "context_id", &s, &len) == 0) {
-		op->ctx = find_context(op->es, s, len);
-		if (op->ctx < 0)
+		int i = find_context(op->es, s, len);
+
+		if (i < 0)
 			return -ENOENT;
+		op_set_context(op, i);
 		start_code_run(op);
 		return 0;
 	}
 	if (ipc_get_str(p, "language", &s, &len) < 0 || !e2b_language(s, len))
 		return -EPROTONOSUPPORT;
 	snprintf(op->lang, sizeof(op->lang), "%s", e2b_language(s, len));
-	op->ctx = default_context(op->es, op->lang);
-	if (op->ctx >= 0) {
+	if (default_context(op->es, op->lang) >= 0) {
+		op_set_context(op, default_context(op->es, op->lang));
 		start_code_run(op);
 		return 0;
 	}
@@ -1111,6 +1169,7 @@ static int code_run(struct e2b_op *op)
 static void on_context_changed(struct e2b_op *op, long status, struct evbuffer *body)
 {
 	struct e2b_sandbox *es = op->es;
+	struct e2b_context *ctx = op_context(op);
 	msgpack_unpacked u;
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
@@ -1122,13 +1181,18 @@ static void on_context_changed(struct e2b_op *op, long status, struct evbuffer *
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	if (removed) {
-		es->contexts[op->ctx] = es->contexts[--es->n_contexts];
+		if (ctx)
+			*ctx = es->contexts[--es->n_contexts];
 		msgpack_pack_map(&pk, 1);
 		ipc_pack_kv_bool(&pk, "removed", true);
-	} else {
-		es->contexts[op->ctx].execution_count = 0;
-		pack_context(&pk, &es->contexts[op->ctx], 1);
+	} else if (ctx) {
+		ctx->execution_count = 0;
+		pack_context(&pk, ctx, 1);
 		ipc_pack_kv_nil(&pk, "pid");
+	} else {
+		msgpack_sbuffer_destroy(&sb);
+		call_error(op, SANDPOOL_E_NOT_FOUND, "the context was removed meanwhile");
+		return;
 	}
 	call_answer(op, &sb);
 	msgpack_sbuffer_destroy(&sb);
@@ -1143,11 +1207,11 @@ static int context_change(struct e2b_op *op, bool remove)
 
 	if (ipc_get_str(&op->params.data, "context_id", &id, &len) < 0)
 		return -EINVAL;
-	op->ctx = find_context(op->es, id, len);
-	if (op->ctx < 0)
+	if (find_context(op->es, id, len) < 0)
 		return -ENOENT;
+	op_set_context(op, find_context(op->es, id, len));
 	snprintf(op->lang, sizeof(op->lang), "%s", remove ? "remove" : "restart");
-	snprintf(path, sizeof(path), remove ? "/contexts/%s" : "/contexts/%s/restart", op->es->contexts[op->ctx].id);
+	snprintf(path, sizeof(path), remove ? "/contexts/%s" : "/contexts/%s/restart", op->ctx_id);
 	return start_unary(op, E2B_PORT_CODE, remove ? "DELETE" : "POST", path, NULL, NULL, on_context_changed);
 }
 
@@ -1571,7 +1635,7 @@ void e2b_run_call_cancel(struct sandbox *sb, struct sandbox_call *c)
 			op->http = NULL;
 			op->interrupted = true;
 			pack_error(op, "KeyboardInterrupt", "the cell was interrupted", "");
-			if (op->ctx >= 0)
+			if (op->ctx_id[0])
 				code_finish(op);
 			else
 				call_error(op, SANDPOOL_E_ABORTED, "cancelled");

@@ -421,5 +421,9 @@ unsigned http_response_retry_after(const struct http_request *r)
 	if (!v || !isdigit((unsigned char)*v))
 		return 0;
 	s = strtoul(v, &end, 10);
-	return *end == '\0' && s < 3600 ? (unsigned)s : 3600;
+	while (*end == ' ' || *end == '\t')
+		end++;
+	if (*end != '\0')
+		return 0;
+	return s < 3600 ? (unsigned)s : 3600;
 }

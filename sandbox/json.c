@@ -321,10 +321,12 @@ int json_parse(const char *text, size_t len, msgpack_unpacked *out)
 	msgpack_unpacked_init(out);
 	if (rc == 0 && msgpack_unpack_next(out, sb.data, sb.size, &off) != MSGPACK_UNPACK_SUCCESS)
 		rc = -ENOMEM;
-	/* The object's strings point into the buffer: the zone keeps it. */
-	if (rc == 0 && !msgpack_zone_push_finalizer(out->zone, free, sb.data))
+	/* The object's strings point into the buffer: the zone keeps it. A
+	 * scalar (E2B answers some calls with `null`) has no zone and points
+	 * into nothing. */
+	if (rc == 0 && out->zone && !msgpack_zone_push_finalizer(out->zone, free, sb.data))
 		rc = -ENOMEM;
-	if (rc == 0)
+	if (rc == 0 && out->zone)
 		(void)msgpack_sbuffer_release(&sb);
 	msgpack_sbuffer_destroy(&sb);
 	if (rc < 0)

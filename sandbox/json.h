@@ -44,9 +44,10 @@ int json_put_key(struct evbuffer *b, const char *key);
 /* Appends a msgpack object as JSON (bin as a base64 string). */
 int json_put_object(struct evbuffer *b, const msgpack_object *o);
 
-/* Base64 (RFC 4648, padded). encode: out needs base64_encoded_len(n)
- * bytes, returns the length written. decode: returns the bytes written
- * into out (at least (len / 4) * 3 long), or -EINVAL. */
+/* Base64 (RFC 4648). encode: out needs base64_encoded_len(n) bytes
+ * (padded), returns the length written. decode (padding optional):
+ * returns the bytes written into out, which needs len / 4 * 3 + 3
+ * bytes, or -EINVAL. */
 size_t base64_encoded_len(size_t n);
 size_t base64_encode(const void *in, size_t n, char *out);
 long base64_decode(const char *in, size_t len, void *out);

@@ -1026,6 +1026,18 @@ START_TEST(test_exec_and_files)
 	lease(sp, "cloud", NULL, &l);
 
 	{
+		/* A result over max_output, then output: dropped and counted,
+		 * never read past (this crashed the daemon once). */
+		struct sandpool_code_opts co = { .code = "display('x' * 70000)\nprint('after')\n1 + 1" };
+		struct sandpool_execution cx = { 0 };
+
+		ck_assert_msg(sandpool_code_run(sp, l.lease_id, &co, &cx, &err) == 0, "%s", err.message);
+		ck_assert(cx.truncated);
+		ck_assert_str_eq(cx.stdout_buf, "after\n");
+		sandpool_execution_free(&cx);
+	}
+
+	{
 		const char *const argv[] = { "sh", "-c", "echo hi; echo err >&2; exit 3", NULL };
 		struct sandpool_exec_opts o = { .argv = argv };
 

@@ -54,6 +54,22 @@ START_TEST(test_object_types)
 }
 END_TEST
 
+/* E2B answers some calls with a bare `null`: scalars parse too. */
+START_TEST(test_scalars)
+{
+	static const char *const texts[] = { "null", " 1 ", "true", "-5", "1.5", "\"s\"" };
+	msgpack_unpacked u;
+
+	for (unsigned i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		ck_assert_int_eq(parse(texts[i], &u), 0);
+		msgpack_unpacked_destroy(&u);
+	}
+	ck_assert_int_eq(parse("null", &u), 0);
+	ck_assert_int_eq(u.data.type, MSGPACK_OBJECT_NIL);
+	msgpack_unpacked_destroy(&u);
+}
+END_TEST
+
 START_TEST(test_string_escapes)
 {
 	msgpack_unpacked u;
@@ -187,6 +203,7 @@ int main(void)
 	int failed;
 
 	tcase_add_test(tc, test_object_types);
+	tcase_add_test(tc, test_scalars);
 	tcase_add_test(tc, test_string_escapes);
 	tcase_add_loop_test(tc, test_rejects_malformed, 0, sizeof(bad_json) / sizeof(bad_json[0]));
 	tcase_add_test(tc, test_depth_limit);
