@@ -1,8 +1,8 @@
 #!/bin/sh
 # Builds the libFuzzer targets with clang (no configure needed) and runs
 # each for SECONDS (default 60), one after another; 0 only builds them and
-# replays the seeds:
-#   tests/fuzz/run.sh [SECONDS]
+# replays the seeds. TARGETs (default: all three) pick some of them:
+#   tests/fuzz/run.sh [SECONDS [TARGET...]]
 # The committed seeds (tests/fuzz/corpus/TARGET) are read, never written:
 # what a run discovers goes to $FUZZ_OUT/corpus/TARGET (default
 # /tmp/sandpool-fuzz), which later runs start from. Every seed is replayed
@@ -13,11 +13,12 @@
 set -u
 
 secs=${1:-60}
+[ $# -gt 0 ] && shift
+targets=${*:-fuzz_frame fuzz_agent fuzz_config}
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 out=${FUZZ_OUT:-/tmp/sandpool-fuzz}
 cc=${FUZZ_CC:-clang}
-targets="fuzz_frame fuzz_agent fuzz_config"
 
 mkdir -p "$out/bin" "$out/crashes"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
@@ -44,17 +45,32 @@ build() {
 	$cc $cflags -o "$out/bin/$name" "$@" || exit 1
 }
 
-build fuzz_frame "$here/fuzz_frame.c" $codec -lmsgpackc -levent
-# fuzz_agent.c includes agent.c itself; the agent's other modules link as
-# they are, with empty interpreter drivers (the build embeds the real ones).
-agent_modules=$(ls "$src"/sandbox/agent/*.c | grep -v '/agent\.c$')
-sed -n 's/^extern const char \(agent_driver_[a-z_]*\)\[\];/const char \1[] = "";/p' \
-	"$src/sandbox/agent/drivers.h" >"$out/drivers.c"
-build fuzz_agent "$here/fuzz_agent.c" $codec $agent_modules "$out/drivers.c" \
-	-lmsgpackc -levent -lseccomp
-build fuzz_config "$here/fuzz_config.c" "$src/daemon/config.c" "$src/daemon/log.c" \
-	-DSANDPOOL_AGENT_PATH='"/usr/local/libexec/sandpool/sandpool-agent"' \
-	-DSANDPOOL_SYSCONFDIR='"/usr/local/etc"'
+for t in $targets; do
+	case $t in
+	fuzz_frame)
+		build fuzz_frame "$here/fuzz_frame.c" $codec -lmsgpackc -levent
+		;;
+	fuzz_agent)
+		# fuzz_agent.c includes agent.c itself; the agent's other modules
+		# link as they are, with empty interpreter drivers (the build
+		# embeds the real ones).
+		agent_modules=$(ls "$src"/sandbox/agent/*.c | grep -v '/agent\.c$')
+		sed -n 's/^extern const char \(agent_driver_[a-z_]*\)\[\];/const char \1[] = "";/p' \
+			"$src/sandbox/agent/drivers.h" >"$out/drivers.c"
+		build fuzz_agent "$here/fuzz_agent.c" $codec $agent_modules "$out/drivers.c" \
+			-lmsgpackc -levent -lseccomp
+		;;
+	fuzz_config)
+		build fuzz_config "$here/fuzz_config.c" "$src/daemon/config.c" "$src/daemon/log.c" \
+			-DSANDPOOL_AGENT_PATH='"/usr/local/libexec/sandpool/sandpool-agent"' \
+			-DSANDPOOL_SYSCONFDIR='"/usr/local/etc"'
+		;;
+	*)
+		echo "fuzz: no target $t (fuzz_frame, fuzz_agent, fuzz_config)" >&2
+		exit 2
+		;;
+	esac
+done
 
 count() { find "$1" -type f 2>/dev/null | wc -l | tr -d ' '; }
 
