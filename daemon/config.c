@@ -806,8 +806,11 @@ static void dump_line(FILE *out, const char *name, const char *val)
 		return;
 	}
 	fprintf(out, "%s = \"", name);
+	/* Only what unquote() would misread is escaped: a lone backslash
+	 * reads back as itself, and the line stays no longer than the one it
+	 * was read from (a doubled one could pass the line limit). */
 	for (const char *c = val; *c; c++) {
-		if (*c == '"' || *c == '\\')
+		if (*c == '"' || (*c == '\\' && (c[1] == '"' || c[1] == '\\' || c[1] == '\0')))
 			fputc('\\', out);
 		fputc(*c, out);
 	}
