@@ -127,26 +127,6 @@ void e2b_run_abandon_all(struct e2b_sandbox *es)
 		op_free(op);
 }
 
-static struct sandbox_exec *find_exec(struct sandbox *sb, uint64_t id)
-{
-	struct sandbox_exec *ex;
-
-	TAILQ_FOREACH(ex, &sb->execs, sb_link)
-		if (ex->id == id)
-			return ex;
-	return NULL;
-}
-
-static struct sandbox_call *find_call(struct sandbox *sb, uint64_t id)
-{
-	struct sandbox_call *c;
-
-	TAILQ_FOREACH(c, &sb->calls, sb_link)
-		if (c->id == id)
-			return c;
-	return NULL;
-}
-
 /* "/workspace" is E2B's home directory; other paths are the sandbox's own. */
 static void map_path(const char *p, size_t len, char *out, size_t outlen)
 {
@@ -228,7 +208,7 @@ static char *dup_field(const msgpack_object *map, const char *key)
 
 static void exec_finish(struct e2b_op *op, int errcode, const char *msg)
 {
-	struct sandbox_exec *ex = find_exec(op->es->sb, op->id);
+	struct sandbox_exec *ex = sandbox_find_exec(op->es->sb, op->id);
 	struct exec_result res = op->res;
 
 	res.truncated = op->truncated;
@@ -322,7 +302,7 @@ static void on_exec_timer(evutil_socket_t fd, short what, void *arg)
 
 static void exec_output(struct e2b_op *op, int stream, const char *b64, uint32_t len)
 {
-	struct sandbox_exec *ex = find_exec(op->es->sb, op->id);
+	struct sandbox_exec *ex = sandbox_find_exec(op->es->sb, op->id);
 	char *data;
 	long n;
 
@@ -647,7 +627,7 @@ static void finish_fn(const msgpack_object *o, void *arg)
 /* Ends a call with a packed answer and frees op. */
 static void call_answer(struct e2b_op *op, const msgpack_sbuffer *answer)
 {
-	struct sandbox_call *c = find_call(op->es->sb, op->id);
+	struct sandbox_call *c = sandbox_find_call(op->es->sb, op->id);
 
 	op_free(op);
 	if (c)
@@ -659,7 +639,7 @@ static void call_error(struct e2b_op *op, enum sandpool_errcode code, const char
 static void call_error(struct e2b_op *op, enum sandpool_errcode code, const char *fmt, ...)
 {
 	struct e2b_sandbox *es = op->es;
-	struct sandbox_call *c = find_call(es->sb, op->id);
+	struct sandbox_call *c = sandbox_find_call(es->sb, op->id);
 	char msg[512];
 	va_list ap;
 
@@ -678,7 +658,7 @@ static void call_error(struct e2b_op *op, enum sandpool_errcode code, const char
 
 static void code_output(struct e2b_op *op, int stream, const char *text, uint32_t len)
 {
-	struct sandbox_call *c = find_call(op->es->sb, op->id);
+	struct sandbox_call *c = sandbox_find_call(op->es->sb, op->id);
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 
@@ -707,7 +687,7 @@ static void code_output(struct e2b_op *op, int stream, const char *text, uint32_
 /* A result line, passed on without its "type" and E2B's null fields. */
 static void code_result(struct e2b_op *op, const msgpack_object *line)
 {
-	struct sandbox_call *c = find_call(op->es->sb, op->id);
+	struct sandbox_call *c = sandbox_find_call(op->es->sb, op->id);
 	const msgpack_object_map *m = &line->via.map;
 	msgpack_sbuffer sb;
 	msgpack_packer pk;

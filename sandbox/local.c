@@ -155,33 +155,13 @@ static void ls_broken(struct local_sandbox *ls, const char *why)
 	sandbox_backend_failed(ls->sb, why);
 }
 
-static struct sandbox_exec *find_exec(struct sandbox *sb, uint64_t id)
-{
-	struct sandbox_exec *ex;
-
-	TAILQ_FOREACH(ex, &sb->execs, sb_link)
-		if (ex->id == id)
-			return ex;
-	return NULL;
-}
-
-static struct sandbox_call *find_call(struct sandbox *sb, uint64_t id)
-{
-	struct sandbox_call *c;
-
-	TAILQ_FOREACH(c, &sb->calls, sb_link)
-		if (c->id == id)
-			return c;
-	return NULL;
-}
-
 /* An agent notification naming a call by id ("output", "result"). */
 static void on_call_notify(struct local_sandbox *ls, const struct rpc_msg *m)
 {
 	struct sandbox_call *c;
 	uint64_t id;
 
-	if (ipc_get_uint(m->params, "id", &id) == 0 && (c = find_call(ls->sb, id)))
+	if (ipc_get_uint(m->params, "id", &id) == 0 && (c = sandbox_find_call(ls->sb, id)))
 		c->on_notify(c, m->method, m->method_len, m->params);
 }
 
@@ -218,7 +198,7 @@ static void on_output(struct local_sandbox *ls, const struct rpc_msg *m)
 	if (ipc_get_uint(m->params, "id", &id) < 0 || ipc_get_uint(m->params, "stream", &stream) < 0 ||
 	    ipc_get_bytes(m->params, "data", &data, &len) < 0 || (stream != 1 && stream != 2))
 		return;
-	ex = find_exec(ls->sb, id);
+	ex = sandbox_find_exec(ls->sb, id);
 	if (ex && ex->on_output)
 		ex->on_output(ex, (int)stream, data, len);
 	else if (!ex)

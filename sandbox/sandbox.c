@@ -198,3 +198,23 @@ const char **sandbox_template_env(const struct template_config *t)
 		env[n++] = t->env[j];
 	return env;
 }
+
+struct sandbox_exec *sandbox_find_exec(struct sandbox *sb, uint64_t id)
+{
+	struct sandbox_exec *ex;
+
+	TAILQ_FOREACH(ex, &sb->execs, sb_link)
+		if (ex->id == id)
+			return ex;
+	return NULL;
+}
+
+struct sandbox_call *sandbox_find_call(struct sandbox *sb, uint64_t id)
+{
+	struct sandbox_call *c;
+
+	TAILQ_FOREACH(c, &sb->calls, sb_link)
+		if (c->id == id)
+			return c;
+	return NULL;
+}

@@ -190,6 +190,11 @@ enum sandbox_failure {
 void sandbox_backend_failed_as(struct sandbox *sb, enum sandbox_failure kind, const char *why);
 void sandbox_backend_gone(struct sandbox *sb);
 
+/* The exec or call running in sb with this id, or NULL once it ended
+ * (a backend's answer may come after the lease aborted it). */
+struct sandbox_exec *sandbox_find_exec(struct sandbox *sb, uint64_t id);
+struct sandbox_call *sandbox_find_call(struct sandbox *sb, uint64_t id);
+
 /* Backend helpers for exec bookkeeping. */
 void sandbox_exec_finish(struct sandbox_exec *ex, const struct exec_result *res, int errcode,
 			 const char *errmsg);
